@@ -1,0 +1,200 @@
+"""The `edge-agent` command. Each subcommand parses its arguments, calls one library function and
+formats what it returns; no logic of its own lives here.
+
+Exit codes: 0 success, 1 invalid input (config, profile, arguments), 2 a device or bus did not answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+
+from agent import __version__
+from agent.config import ProfileLibrary, load_config
+from agent.config.profiles import Profile
+from agent.drivers.urls import parse_bus_url
+from agent.errors import AgentError, ConfigError
+from agent.probe import ProbeReport, all_orders, probe
+from agent.types import Quality
+
+EXIT_INPUT = 1
+EXIT_NO_ANSWER = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"{len(exc.problems)} error(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INPUT
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except KeyboardInterrupt:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a config and every profile it uses")
+    p.add_argument("-c", "--config", required=True, help="agent.yaml")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("probe", help="read every point of a profile once from one device")
+    p.add_argument("--url", required=True, help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port")
+    p.add_argument("--unit", type=int, default=None, help="Modbus unit id (default: the profile's)")
+    p.add_argument("--profile", required=True, help="vendor/model")
+    p.add_argument("--timeout", type=float, default=None, help="seconds (default: the profile's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: point -> value (null if unavailable)")
+    p.add_argument("--all-orders", action="store_true", help="also show 32/64-bit values decoded in all four orders")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("profiles", help="list or show device profiles")
+    psub = p.add_subparsers(metavar="ACTION")
+    q = psub.add_parser("list", help="every profile on the search path")
+    q.set_defaults(func=cmd_profiles_list)
+    q = psub.add_parser("show", help="one profile's points and defaults")
+    q.add_argument("ref", help="vendor/model")
+    q.set_defaults(func=cmd_profiles_show)
+
+    p = sub.add_parser("simulate", help="serve a profile's registers with plausible, moving values")
+    p.add_argument("--profile", required=True, help="vendor/model")
+    p.add_argument("--listen", default="tcp://127.0.0.1:5020", help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY")
+    p.add_argument("--unit", type=int, default=None, help="unit id to answer (default: the profile's)")
+    p.add_argument("--set", action="append", default=[], type=_assignment, metavar="POINT=VALUE",
+                   help="pin a point to a value")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulated meters on loopback, probed live (no hardware needed)")
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    p.add_argument("--every", type=float, default=2.0, help="seconds between rounds")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = load_config(args.config)
+    print(f"{args.config}: OK: {len(loaded.config.buses)} bus(es), {len(loaded.devices)} device(s), "
+          f"{loaded.point_count} point(s); profiles: {', '.join(sorted({d.profile.ref for d in loaded.devices})) or '-'}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    profile = ProfileLibrary().load(args.profile)
+    unit = profile.defaults.unit_id if args.unit is None else args.unit
+    report = asyncio.run(probe(args.url, unit, profile, args.timeout))
+    if not report.answered:
+        print(f"no answer from unit {report.unit} at {report.spec} within {report.timeout:g} s "
+              f"({report.requests} request(s) tried; {report.error or 'timeout'}).\nUsual causes:\n"
+              f"{report.hint(profile)}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    if args.json:
+        print(json.dumps({r.point: r.value if r.quality is Quality.OK else None for r in report.readings}))
+    else:
+        print(format_probe(report, profile, args.all_orders))
+    return 0
+
+
+def format_probe(report: ProbeReport, profile: Profile, show_orders: bool) -> str:
+    rows = [("point", "value", "unit", "quality", "raw registers")]
+    for r in report.readings:
+        spec = profile.points[r.point]
+        quality = r.quality.name.lower() + (f"({r.detail})" if r.quality is Quality.EXCEPTION else "")
+        value = "" if r.value is None else str(r.value)
+        raw = " ".join(f"{w:04X}" for w in r.raw)
+        if show_orders and (orders := all_orders(r, spec.type)):
+            raw += "   " + "  ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in orders.items())
+        rows.append((r.point, value, spec.unit, quality, raw))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows]
+    ok = sum(r.quality is Quality.OK for r in report.readings)
+    lines.append(f"{ok}/{len(report.readings)} points ok, {report.requests} request(s), unit {report.unit} at {report.spec}")
+    return "\n".join(lines)
+
+
+def cmd_profiles_list(args: argparse.Namespace) -> int:
+    library = ProfileLibrary()
+    for ref in library.available():
+        try:
+            profile = library.load(ref)
+            print(f"{ref:28} {profile.model.vendor} {profile.model.model}: {len(profile.points)} points")
+        except ConfigError as exc:
+            print(f"{ref:28} INVALID: {exc.problems[0]}")
+    return 0
+
+
+def cmd_profiles_show(args: argparse.Namespace) -> int:
+    profile = ProfileLibrary().load(args.ref)
+    model = profile.model
+    timing = profile.timing()
+    print(f"{args.ref}: {model.vendor} {model.model}\n  {model.description}\n  source: {model.source}")
+    print(f"  serial {profile.defaults.serial.settings()}, unit id {profile.defaults.unit_id}, "
+          f"max {timing.max_registers} registers/request, gap {timing.max_gap}, even-aligned {timing.even_aligned}, "
+          f"timeout {timing.timeout:g} s, pause after connect {timing.pause_after_connect:g} s, "
+          f"between requests {timing.pause_between_requests:g} s")
+    for note in model.notes:
+        print(f"  note: {note}")
+    for name, spec in profile.points.items():
+        doc = model.points[name].doc
+        extra = f" x{spec.scale:g}" if spec.scale != 1 else ""
+        extra += f" x({'*'.join(spec.multiply_by)})" if spec.multiply_by else ""
+        print(f"  {name:24} {spec.register.value:8} {spec.address:5} (0x{spec.address:04X}"
+              f"{f', doc {doc}' if doc is not None else ''}) {spec.type.value:6} {spec.order.value}{extra} "
+              f"{spec.unit} {spec.kind.value}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agent.simulate import SimulatedDevice, serve
+
+    profile = ProfileLibrary().load(args.profile)
+    overrides = dict(args.set)
+    unit = profile.defaults.unit_id if args.unit is None else args.unit
+    listen = parse_bus_url(args.listen, profile.defaults.serial.settings())
+
+    async def run() -> None:
+        handle = await serve(listen, {unit: SimulatedDevice(profile, overrides)})
+        where = f"{listen.transport.value}://{listen.host}:{handle.port}" if handle.port else str(listen)
+        print(f"simulating {args.profile} as unit {unit} on {where} (Ctrl-C stops)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await handle.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def _assignment(text: str) -> tuple[str, float | str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected POINT=VALUE, got {text!r}")
+    try:
+        return name, float(value)
+    except ValueError:
+        return name, value
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return asyncio.run(run_demo(once=args.once, every=args.every))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

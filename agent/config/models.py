@@ -1,0 +1,186 @@
+"""Pydantic v2 models of the two input formats: the agent config and the device profile.
+
+Every model forbids unknown keys (a typo like `word_oder` is an error, never ignored) and is frozen.
+Durations and sizes are parsed at this edge, so the rest of the agent sees seconds and bytes.
+Cross-file checks (bus names, profile references) live in `loader.py`, which knows the lines.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from agent.config.units import parse_duration, parse_size
+from agent.drivers.urls import SerialSettings, parse_bus_url
+from agent.types import DataType, Order, PointKind, RegisterKind
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+PositiveSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- device profiles
+
+
+class SerialDefaults(Strict):
+    baudrate: int = 9600
+    parity: str = Field("N", pattern="^[NEO]$")
+    stopbits: int = Field(1, ge=1, le=2)
+    bytesize: int = Field(8, ge=7, le=8)
+
+    def settings(self) -> SerialSettings:
+        return SerialSettings(self.baudrate, self.parity, self.stopbits, self.bytesize)
+
+
+class Timing(Strict):
+    """Per-device request limits and timing; a profile sets them, a device entry may override."""
+
+    max_registers: int | None = Field(None, ge=1, le=125)  # per request (Modbus allows 125)
+    max_gap: int | None = Field(None, ge=0, le=124)  # unused registers a read may bridge
+    even_aligned: bool | None = None  # start and count must be even (Eastron)
+    pause_after_connect: Seconds | None = None
+    pause_between_requests: Seconds | None = None
+    timeout: PositiveSeconds | None = None
+
+
+class ProfileDefaults(Timing):
+    register_: RegisterKind = Field(RegisterKind.HOLDING, alias="register")
+    order: Order = Order.ABCD
+    unit_id: int = Field(1, ge=0, le=255)
+    serial: SerialDefaults = SerialDefaults()
+
+
+class PointModel(Strict):
+    """One quantity of a device: where it is, how to decode it, what it means."""
+
+    address: int = Field(ge=0, le=65535, description="wire (0-based PDU) address")
+    doc: int | str | None = Field(None, description="the number printed in the manual, for humans")
+    type: DataType = DataType.U16
+    register_: RegisterKind | None = Field(None, alias="register")  # None: the profile default
+    order: Order | None = None  # None: the profile default
+    length: int | None = Field(None, ge=1, le=125)  # registers, for strings
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    na: list[int] = Field(default_factory=list)  # raw words (as an unsigned integer) meaning "not available"
+    kind: PointKind = PointKind.GAUGE
+    multiply_by: list[str] = Field(default_factory=list)  # points whose values multiply this (CT/PT ratios)
+    scale_factor: str | None = None  # a point holding a power-of-ten exponent (SunSpec *_SF)
+    values: dict[int, str] | None = None  # enum code -> state name
+    bits: dict[int, str] | None = None  # bit number -> flag name, for bit fields
+    hidden: bool = False  # read to compute other points, not published
+    description: str = ""
+    example: float | int | str | None = None  # a typical engineering value (the simulator serves it)
+
+    @property
+    def words(self) -> int:
+        """Registers (or bits, for coils/discretes) this point occupies."""
+        return self.length if self.type is DataType.STRING else self.type.words
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PointModel:
+        if self.type is DataType.STRING and not self.length:
+            raise ValueError("a string point needs `length` (in registers)")
+        if self.type is not DataType.STRING and self.length:
+            raise ValueError("`length` is only for string points")
+        if self.type is DataType.ENUM and not self.values:
+            raise ValueError("an enum point needs `values` (code: name)")
+        if self.register_ is not None and self.register_.is_bit and self.type is not DataType.U16:
+            raise ValueError("coil and discrete points are single bits: leave `type` out")
+        if self.address + self.words > 65536:
+            raise ValueError("the point runs past register 65535")
+        return self
+
+
+class ProfileModel(Strict):
+    """A device profile: firmware-profiles/<vendor>/<model>.yaml."""
+
+    vendor: str
+    model: str
+    description: str = ""
+    source: str = Field(description="document (and version) the addresses come from")
+    variants: list[str] = Field(default_factory=list)  # firmware/hardware variants it applies to
+    notes: list[str] = Field(default_factory=list)  # quirks; UNVERIFIED facts say so here
+    extends: str | None = None  # vendor/model whose points and defaults this one starts from
+    remove: list[str] = Field(default_factory=list)  # points of the base this variant lacks
+    defaults: ProfileDefaults = ProfileDefaults()
+    points: dict[str, PointModel] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- agent config
+
+
+class Gateway(Strict):
+    id: str = Field(pattern=DEVICE_ID.pattern)
+    site: str = Field(pattern=DEVICE_ID.pattern)
+
+
+class BusModel(Strict):
+    name: str = Field(pattern=DEVICE_ID.pattern)
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parse_bus_url(url)
+        return url
+
+
+class DeviceModel(Timing):
+    id: str = Field(pattern=DEVICE_ID.pattern)
+    bus: str
+    unit: int = Field(ge=0, le=255)
+    profile: str = Field(pattern=r"^[a-z0-9_.-]+/[a-z0-9_.-]+$")
+    interval: PositiveSeconds = 10.0
+    enabled: bool = True
+    # a value per ratio point, for meters whose CT/PT ratio is not readable (profile point names)
+    constants: dict[str, float] = Field(default_factory=dict)
+
+
+class MqttModel(Strict):
+    url: str = Field(pattern=r"^mqtts?://")
+    topic_prefix: str = "park"
+    client_id: str | None = None  # default: the gateway id
+    username: str | None = None
+    password_file: str | None = None  # read at start, never logged
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive: PositiveSeconds = 30.0
+    window: int = Field(10, ge=1, le=65535)  # QoS 1 messages in flight
+    ack_timeout: PositiveSeconds = 60.0
+    batch_interval: PositiveSeconds = Field(10.0, le=60.0)
+    compress: bool = False
+    drain_rate: float = Field(50.0, gt=0)  # backlog batches per second after an outage
+
+
+class BufferMode(enum.StrEnum):
+    OUTAGE = "outage"
+    ALWAYS = "always"
+
+
+class BufferModel(Strict):
+    path: str = "/var/lib/edge-agent/buffer"
+    max_bytes: Bytes = 256 * 2**20
+    min_free_bytes: Bytes = 64 * 2**20
+    mode: BufferMode = BufferMode.OUTAGE
+    spill_after: PositiveSeconds = 2.0
+    outage_commit: PositiveSeconds = 1.0
+
+
+class AgentConfig(Strict):
+    gateway: Gateway
+    buses: list[BusModel] = Field(default_factory=list)
+    devices: list[DeviceModel] = Field(default_factory=list)
+    mqtt: MqttModel | None = None
+    buffer: BufferModel = BufferModel()
+    profiles_dirs: list[str] = Field(default_factory=list)  # searched before the built-in library

@@ -1,0 +1,168 @@
+"""Device profiles: find `vendor/model` on the search path, validate it, resolve `extends`, and
+turn it into the runtime Profile (PointSpecs with the profile defaults applied).
+
+Device knowledge is data: a new meter is a YAML file in firmware-profiles/, never a Python class.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from agent.config.canonical import CANONICAL_COUNTERS, canonical_unit
+from agent.config.models import NAME, PointModel, ProfileDefaults, ProfileModel, Timing
+from agent.config.validation import validate
+from agent.config.yaml_source import SourceDoc, load_yaml
+from agent.errors import ConfigError, Problem
+from agent.types import DataType, DeviceTiming, PointKind, PointSpec
+
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "firmware-profiles"
+SYSTEM_DIR = Path("/usr/share/edge-agent/firmware-profiles")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A resolved profile: what the poller, decoder and simulator need, free of pydantic."""
+
+    ref: str
+    model: ProfileModel
+    points: dict[str, PointSpec]
+    path: Path
+
+    @property
+    def defaults(self) -> ProfileDefaults:
+        return self.model.defaults
+
+    def timing(self, override: Timing | None = None) -> DeviceTiming:
+        """Profile timing with any values the device entry sets on top."""
+        timing = DeviceTiming()
+        for layer in (self.model.defaults, override):
+            if layer is None:
+                continue
+            changes = {k: getattr(layer, k) for k in Timing.model_fields if getattr(layer, k) is not None}
+            timing = replace(timing, **changes)
+        return timing
+
+
+def search_path(extra: list[str] | None = None) -> list[Path]:
+    """Where profiles are looked up, first match wins: config dirs, $EDGE_AGENT_PROFILES, built-ins."""
+    dirs = [Path(d) for d in extra or []]
+    env = os.environ.get("EDGE_AGENT_PROFILES")
+    if env:
+        dirs += [Path(d) for d in env.split(os.pathsep) if d]
+    dirs += [BUILTIN_DIR, SYSTEM_DIR]
+    return dirs
+
+
+class ProfileLibrary:
+    """Looks profiles up by reference and caches the resolved ones."""
+
+    def __init__(self, extra_dirs: list[str] | None = None) -> None:
+        self.dirs = search_path(extra_dirs)
+        self._cache: dict[str, Profile] = {}
+
+    def available(self) -> list[str]:
+        """Every vendor/model reference on the search path, sorted."""
+        refs: set[str] = set()
+        for root in self.dirs:
+            if root.is_dir():
+                refs.update(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.yaml"))
+        return sorted(refs)
+
+    def find(self, ref: str) -> Path | None:
+        for root in self.dirs:
+            candidate = root / f"{ref}.yaml"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def load(self, ref: str) -> Profile:
+        """Resolve `ref`; raises ConfigError naming the profile file's lines."""
+        if ref not in self._cache:
+            self._cache[ref] = self._resolve(ref, ())
+        return self._cache[ref]
+
+    def _resolve(self, ref: str, chain: tuple[str, ...]) -> Profile:
+        path = self.find(ref)
+        if path is None:
+            raise ConfigError([Problem(ref, None, "", self.unknown_message(ref))])
+        doc = load_yaml(path)
+        model = validate(ProfileModel, doc)
+        if model.extends:
+            if model.extends in (*chain, ref):
+                raise ConfigError([doc.problem(("extends",), f"profiles extend each other in a loop: "
+                                                             f"{' -> '.join((*chain, ref, model.extends))}")])
+            base = self._resolve(model.extends, (*chain, ref))
+            model = _merge(base.model, model, doc)
+        check_points(model, doc)
+        return Profile(ref, model, build_specs(model), path)
+
+    def unknown_message(self, ref: str) -> str:
+        import difflib
+
+        close = difflib.get_close_matches(ref, self.available(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"unknown profile {ref!r}{hint} (see `edge-agent profiles list`)"
+
+
+def _merge(base: ProfileModel, child: ProfileModel, doc: SourceDoc) -> ProfileModel:
+    """A variant: the base's points and defaults, the child's on top, minus `remove`."""
+    missing = [name for name in child.remove if name not in base.points]
+    if missing:
+        raise ConfigError([doc.problem(("remove",), f"the base profile has no point(s) {missing}")])
+    points = {k: v for k, v in base.points.items() if k not in child.remove}
+    points.update(child.points)
+    base_defaults = base.defaults.model_dump(exclude_unset=True, by_alias=True)
+    own_defaults = child.defaults.model_dump(exclude_unset=True, by_alias=True)
+    defaults = ProfileDefaults.model_validate({**base_defaults, **own_defaults})
+    notes = [*base.notes, *child.notes]
+    return child.model_copy(update={"points": points, "defaults": defaults, "notes": notes, "remove": []})
+
+
+def check_points(model: ProfileModel, doc: SourceDoc) -> None:
+    """Checks that need the point's name or other points: naming, canonical units, references."""
+    problems: list[Problem] = []
+    for name, point in model.points.items():
+        path = ("points", name)
+        if not NAME.match(name):
+            problems.append(doc.problem(path, "point names are lower_snake_case"))
+        expected = canonical_unit(name)
+        if expected is not None and point.unit != expected:
+            problems.append(doc.problem((*path, "unit"), f"canonical point {name} is in {expected or 'no unit'!r}, "
+                                                         f"not {point.unit!r}: scale it to the canonical unit"))
+        if name in CANONICAL_COUNTERS and point.kind is not PointKind.COUNTER:
+            problems.append(doc.problem((*path, "kind"), f"{name} is a counter: write kind: counter"))
+        for ref in (*point.multiply_by, *([point.scale_factor] if point.scale_factor else [])):
+            if ref not in model.points:
+                problems.append(doc.problem(path, f"refers to point {ref!r}, which the profile does not have"))
+            elif model.points[ref].multiply_by or model.points[ref].scale_factor:
+                problems.append(doc.problem(path, f"refers to {ref!r}, which is itself derived"))
+        if point.type in (DataType.STRING, DataType.ENUM) and (point.multiply_by or point.scale_factor):
+            problems.append(doc.problem(path, "string and enum points cannot be scaled"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def build_specs(model: ProfileModel) -> dict[str, PointSpec]:
+    return {name: to_spec(name, point, model.defaults) for name, point in model.points.items()}
+
+
+def to_spec(name: str, point: PointModel, defaults: ProfileDefaults) -> PointSpec:
+    return PointSpec(
+        name=name,
+        register=point.register_ or defaults.register_,
+        address=point.address,
+        type=point.type,
+        words=point.words,
+        order=point.order or defaults.order,
+        scale=point.scale,
+        offset=point.offset,
+        unit=point.unit,
+        kind=point.kind,
+        na=frozenset(point.na),
+        multiply_by=tuple(point.multiply_by),
+        scale_factor=point.scale_factor,
+        values=tuple(sorted((point.values or {}).items())),
+        hidden=point.hidden,
+    )

@@ -1,0 +1,106 @@
+"""Turn pydantic ValidationErrors into located Problems a person can act on.
+
+pydantic reports a location as a tuple of keys and indexes; the SourceDoc knows the line of each.
+Messages for the common mistakes are rewritten: an unknown key lists the allowed keys and the
+nearest match, so `word_oder` says "did you mean 'order'?".
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from agent.config.yaml_source import PathKey, SourceDoc
+from agent.errors import ConfigError, Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], doc: SourceDoc, data: Any = None, base: PathKey = ()) -> M:
+    """Validate `data` (default: the whole document) against `model`, raising located problems."""
+    payload = doc.data if data is None else data
+    if payload is None:
+        payload = {}
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise ConfigError(problems_from(exc, model, doc, base)) from None
+
+
+def problems_from(exc: ValidationError, model: type[BaseModel], doc: SourceDoc,
+                  base: PathKey = ()) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(part for part in error["loc"] if not _is_pydantic_tag(part))
+        path = (*base, *loc)
+        problems.append(doc.problem(path, _message(error, model, loc)))
+    return problems
+
+
+def _is_pydantic_tag(part: object) -> bool:
+    # pydantic inserts validator names such as "function-after[...]" into some locations
+    return isinstance(part, str) and ("[" in part and "]" in part)
+
+
+def _message(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        return unknown_key_message(str(loc[-1]), allowed)
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    if kind == "enum" or kind.startswith("literal"):
+        return f"{message} (got {error.get('input')!r})"
+    return message
+
+
+def unknown_key_message(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key {key!r}; {hint}allowed: {', '.join(sorted(allowed))}"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model reached by following `loc` from `model`."""
+    current: Any = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    current = _unwrap(current)
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    return [field.alias or name for name, field in current.model_fields.items()]
+
+
+def _step(annotation: Any, part: object) -> Any:
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
+        for name, field in annotation.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+        return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is list and args:
+        return args[0]
+    if origin is dict and len(args) == 2:
+        return args[1]
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Optional[X] / X | None -> X; Annotated[X, ...] -> X."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _unwrap(members[0])
+    return annotation

@@ -1,0 +1,209 @@
+"""One device on a bus: plan its reads, run them, decode, and keep its health.
+
+Isolation rules (peer-lessons "Acquisition"):
+- one bad register never loses the rest: a block answering exception 2 is read point by point in
+  the same poll, the unreadable point is marked unavailable, and the split is remembered;
+- one dead device never slows the others: after the first timeout of a poll the rest of that
+  poll is skipped, and after `offline_after` failed polls the device is only re-probed with a
+  single request on a capped backoff, so it costs the shared bus one timeout per probe.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.drivers.bus import Backoff, Bus
+from agent.drivers.decode import Decoded, decode_point, derive, words_of
+from agent.drivers.plan import Learned, learn_from_split, plan_reads
+from agent.errors import ILLEGAL_ADDRESS, BusError, DeviceError, DeviceException, DeviceTimeout, FrameError
+from agent.types import DeviceTiming, PointSpec, Quality, Reading, ReadRequest
+
+ISOLATED_RETRY_POLLS = 60  # a point that only fails is tried again alone every N polls
+
+
+class Health(enum.Enum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass
+class PollResult:
+    """What one poll produced; `transition` is set when health changed in this poll."""
+
+    readings: list[Reading]
+    skipped: bool = False  # offline and not due for a re-probe: no request was sent
+    transition: Health | None = None
+    error: str = ""
+
+    @property
+    def answered(self) -> bool:
+        return any(r.quality is not Quality.TIMEOUT for r in self.readings)
+
+
+@dataclass
+class DeviceStats:
+    polls: int = 0
+    requests: int = 0
+    timeouts: int = 0
+    exceptions: int = 0
+    bus_errors: int = 0
+    skipped: int = 0
+    last_latency: float = 0.0
+
+
+@dataclass
+class DeviceReader:
+    """Reads one device through a shared Bus."""
+
+    device_id: str
+    unit: int
+    points: Mapping[str, PointSpec]
+    timing: DeviceTiming
+    bus: Bus
+    constants: Mapping[str, float] = field(default_factory=dict)
+    offline_after: int = 3
+    backoff: Backoff = Backoff(first=2.0, cap=60.0)
+    clock: object = time  # anything with time() and monotonic(), for tests
+
+    def __post_init__(self) -> None:
+        self.learned = Learned()
+        self.plan: list[ReadRequest] = plan_reads(self._read_points(), self.timing, self.learned)
+        self.health = Health.ONLINE
+        self.stats = DeviceStats()
+        self._failed_polls = 0
+        self._offline_probes = 0
+        self._next_probe = 0.0
+        self._unreadable: set[str] = set()  # isolated points that failed even when read alone
+
+    def _read_points(self) -> list[PointSpec]:
+        return [p for p in self.points.values() if p.name not in self.constants]
+
+    async def poll(self) -> PollResult:
+        """Read every point once (or re-probe, or skip while backing off)."""
+        now = self.clock.monotonic()  # type: ignore[attr-defined]
+        if self.health is Health.OFFLINE and now < self._next_probe:
+            self.stats.skipped += 1
+            return PollResult([], skipped=True)
+        self.stats.polls += 1
+        started = now
+        decoded, stamps, error = await self._run_plan(probe_only=self.health is Health.OFFLINE)
+        self.stats.last_latency = self.clock.monotonic() - started  # type: ignore[attr-defined]
+        transition = self._update_health(decoded)
+        if self.health is Health.OFFLINE:
+            return PollResult(self._readings(decoded, stamps), transition=transition, error=error)
+        if transition is Health.ONLINE and len(decoded) < len(self.plan_points()):
+            decoded, stamps, error = await self._run_plan(probe_only=False)  # came back: full poll now
+        return PollResult(self._readings(decoded, stamps), transition=transition, error=error)
+
+    def plan_points(self) -> list[str]:
+        return [name for request in self.plan for name in request.points]
+
+    async def _run_plan(self, probe_only: bool) -> tuple[dict[str, Decoded], dict[str, int], str]:
+        decoded: dict[str, Decoded] = {}
+        stamps: dict[str, int] = {}
+        error = ""
+        plan = self.plan[:1] if probe_only else self._due_requests()
+        for index, request in enumerate(plan):
+            ts = int(self.clock.time() * 1000)  # type: ignore[attr-defined]
+            for name in request.points:
+                stamps[name] = ts
+            try:
+                answer = await self._read(request)
+            except DeviceException as exc:
+                self.stats.exceptions += 1
+                error = str(exc)
+                if exc.code == ILLEGAL_ADDRESS and len(request.points) > 1:
+                    decoded.update(await self._split(request, stamps))
+                else:
+                    decoded.update(self._failed(request, Quality.EXCEPTION if exc.code != ILLEGAL_ADDRESS
+                                                else Quality.UNAVAILABLE, exc.code))
+                continue
+            except (BusError, DeviceError) as exc:
+                error = str(exc)
+                quality = Quality.DECODE_ERROR if isinstance(exc, FrameError) else Quality.TIMEOUT
+                for rest in plan[index:]:  # a silent device must not hold the bus for the rest of the poll
+                    decoded.update(self._failed(rest, quality))
+                    for name in rest.points:
+                        stamps.setdefault(name, ts)
+                break
+            decoded.update({name: decode_point(self.points[name], words_of(self.points[name], request, answer))
+                            for name in request.points})
+        self._mark_isolated_skipped(decoded, plan)
+        return derive(self.points.values(), decoded, self.constants), stamps, error
+
+    def _due_requests(self) -> list[ReadRequest]:
+        """Requests of isolated points that keep failing are retried only every N polls."""
+        retry = self.stats.polls % ISOLATED_RETRY_POLLS == 0
+        return [r for r in self.plan
+                if retry or not (len(r.points) == 1 and r.points[0] in self.learned.isolated
+                                 and r.points[0] in self._unreadable)]
+
+    def _mark_isolated_skipped(self, decoded: dict[str, Decoded], plan: list[ReadRequest]) -> None:
+        planned = {name for request in plan for name in request.points}
+        for name in self._unreadable - planned:
+            decoded[name] = Decoded(None, Quality.UNAVAILABLE, detail=ILLEGAL_ADDRESS)
+
+    async def _read(self, request: ReadRequest) -> list[int]:
+        self.stats.requests += 1
+        try:
+            return await self.bus.read(self.unit, request, self.timing)
+        except DeviceTimeout:
+            self.stats.timeouts += 1
+            raise
+        except BusError:
+            self.stats.bus_errors += 1
+            raise
+
+    async def _split(self, request: ReadRequest, stamps: dict[str, int]) -> dict[str, Decoded]:
+        """Exception 2 on a block: read its points one by one, keep what reads, remember the split."""
+        decoded: dict[str, Decoded] = {}
+        failed: set[str] = set()
+        for name in request.points:
+            spec = self.points[name]
+            single = plan_reads([spec], self.timing)[0]
+            stamps[name] = int(self.clock.time() * 1000)  # type: ignore[attr-defined]
+            try:
+                answer = await self._read(single)
+            except DeviceException as exc:
+                quality = Quality.UNAVAILABLE if exc.code == ILLEGAL_ADDRESS else Quality.EXCEPTION
+                decoded[name] = Decoded(None, quality, exc.code)
+                failed.add(name)
+                continue
+            decoded[name] = decode_point(spec, words_of(spec, single, answer))
+        self.learned = learn_from_split(self.learned, request, dict(self.points), failed)
+        self._unreadable |= failed
+        self.plan = plan_reads(self._read_points(), self.timing, self.learned)
+        return decoded
+
+    def _failed(self, request: ReadRequest, quality: Quality, detail: int = 0) -> dict[str, Decoded]:
+        return {name: Decoded(None, quality, detail) for name in request.points}
+
+    def _update_health(self, decoded: Mapping[str, Decoded]) -> Health | None:
+        answered = any(d.quality is not Quality.TIMEOUT for d in decoded.values())
+        if answered:
+            self._failed_polls = 0
+            self._offline_probes = 0
+            if self.health is Health.OFFLINE:
+                self.health = Health.ONLINE
+                return Health.ONLINE
+            return None
+        self._failed_polls += 1
+        if self.health is Health.OFFLINE:
+            self._offline_probes += 1
+            self._next_probe = self.clock.monotonic() + self.backoff.delay(self._offline_probes)  # type: ignore
+            return None
+        if self._failed_polls >= self.offline_after:
+            self.health = Health.OFFLINE
+            self._offline_probes = 1
+            self._next_probe = self.clock.monotonic() + self.backoff.delay(1)  # type: ignore[attr-defined]
+            return Health.OFFLINE
+        return None
+
+    def _readings(self, decoded: Mapping[str, Decoded], stamps: Mapping[str, int]) -> list[Reading]:
+        fallback = int(self.clock.time() * 1000)  # type: ignore[attr-defined]
+        return [Reading(self.device_id, name, stamps.get(name, fallback), d.value, d.quality, d.detail, d.raw)
+                for name, d in decoded.items()
+                if name in self.points and not self.points[name].hidden]
