@@ -83,7 +83,8 @@ def learn_from_split(learned: Learned, request: ReadRequest, points: dict[str, P
                      failed: set[str]) -> Learned:
     """What a block answering exception 2 teaches, once its points were read one by one.
 
-    - points that failed alone are isolated, and no block may reach across them;
+    - points that failed alone are isolated, and no block may reach across them (the holes are
+      presumed innocent; if the narrower block still fails, the next split learns about them);
     - else, if the block bridged holes, an unimplemented register sits in a hole: no bridging there;
     - else the block was contiguous and still refused: the device's real limit is lower, halve it.
     A repeat failure refines further, so the plan converges on what the device accepts.
@@ -92,7 +93,7 @@ def learn_from_split(learned: Learned, request: ReadRequest, points: dict[str, P
     holes = {(request.kind, b.address) for a, b in zip(specs, specs[1:], strict=False) if b.address > a.end}
     if failed:
         after_failed = {(request.kind, b.address) for a, b in zip(specs, specs[1:], strict=False) if a.name in failed}
-        return Learned(learned.isolated | failed, learned.barriers | holes | after_failed, learned.max_registers)
+        return Learned(learned.isolated | failed, learned.barriers | after_failed, learned.max_registers)
     if holes - learned.barriers:
         return Learned(learned.isolated, learned.barriers | holes, learned.max_registers)
     limit = max(max(s.words for s in specs), request.count // 2)

@@ -1,0 +1,247 @@
+"""Config and profile loading: every bad input ends in a located, actionable message."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.config import ProfileLibrary, load_config
+from agent.config.units import parse_duration, parse_size
+from agent.drivers.urls import Transport, parse_bus_url
+from agent.errors import ConfigError
+
+GOOD = """\
+gateway: {id: gw-guian-01, site: guian-ftz}
+buses:
+  - {name: line1, url: "rtu:///dev/ttyUSB0?baudrate=9600&parity=N&stopbits=1"}
+  - {name: plant-gw, url: "tcp://192.0.2.50:502"}
+devices:
+  - {id: main-incomer, bus: line1, unit: 1, profile: eastron/sdm630, interval: 10s}
+  - {id: hall-b, bus: line1, unit: 2, profile: chint/dtsu666, interval: 10s, constants: {ct_ratio: 40}}
+  - {id: pv-roof-a, bus: plant-gw, unit: 1, profile: huawei/sun2000, interval: 5s}
+mqtt: {url: "mqtts://platform.example:8883", topic_prefix: park}
+buffer: {path: /var/lib/edge-agent/buffer, max_bytes: 256MiB, mode: outage}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "agent.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(path: Path, library: ProfileLibrary | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, library)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_good_config_resolves_every_profile(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, GOOD))
+    assert [d.profile.ref for d in loaded.devices] == ["eastron/sdm630", "chint/dtsu666", "huawei/sun2000"]
+    assert loaded.config.buffer.max_bytes == 256 * 2**20
+    assert loaded.devices[0].config.interval == 10.0
+    assert loaded.devices[0].timing.even_aligned is True
+    assert loaded.devices[2].timing.pause_after_connect == 1.0
+    assert len(loaded.digest) == 64
+
+
+def test_unknown_key_names_file_line_path_and_suggests(library: ProfileLibrary, write_profile) -> None:  # type: ignore[no-untyped-def]
+    lib = write_profile("test/typo", """\
+        vendor: T
+        model: typo
+        source: test
+        points:
+          voltage_l1:
+            address: 0
+            type: f32
+            word_oder: CDAB
+            unit: V
+        """)
+    with pytest.raises(ConfigError) as caught:
+        lib.load("test/typo")
+    (problem,) = caught.value.problems
+    assert problem.file.endswith("test/typo.yaml")
+    assert problem.line == 8
+    assert problem.path == "points.voltage_l1.word_oder"
+    assert "did you mean 'order'" in problem.message
+
+
+def test_every_error_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        gateway: {id: gw-1, site: s}
+        buses:
+          - {name: line1, url: "rtu:///dev/ttyUSB0?baudrate=9601"}
+          - {name: line1, url: "tcp://192.0.2.1"}
+        devices:
+          - {id: m1, bus: line1, unit: 1, profile: eastron/sdm630, intervall: 10s}
+          - {id: m2, bus: line9, unit: 300, profile: eastron/sdm630}
+        """)
+    found = problems(path)
+    text = "\n".join(found)
+    assert f"{path}:3: buses[0].url: " in text and "baudrate 9601" in text
+    assert f"{path}:6: devices[0].intervall: unknown key 'intervall'; did you mean 'interval'?" in text
+    assert f"{path}:7: devices[1].unit: " in text
+    assert len(found) == 3  # pydantic errors come first; reference checks follow once the shape is valid
+
+
+def test_reference_errors_are_located(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        gateway: {id: gw-1, site: s}
+        buses:
+          - {name: line1, url: "tcp://192.0.2.1"}
+          - {name: line1, url: "tcp://192.0.2.2"}
+        devices:
+          - {id: m1, bus: line1, unit: 1, profile: eastron/sdm63}
+          - {id: m1, bus: line2, unit: 2, profile: eastron/sdm630}
+          - {id: m3, bus: line1, unit: 1, profile: chint/dtsu666, constants: {ct_ration: 5}}
+        """)
+    text = "\n".join(problems(path))
+    assert f"{path}:4: buses[1].name: bus name 'line1' is used twice" in text
+    assert f"{path}:6: devices[0].profile: unknown profile 'eastron/sdm63'; did you mean eastron/sdm630?" in text
+    assert f"{path}:7: devices[1].id: device id 'm1' is used twice" in text
+    assert f"{path}:7: devices[1].bus: no bus named 'line2'" in text
+    assert f"{path}:8: devices[2].unit: unit 1 on bus 'line1' is already another device" in text
+    assert f"{path}:8: devices[2].constants: profile chint/dtsu666 has no point(s) ['ct_ration']" in text
+
+
+def test_missing_key_points_at_parent(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway: {site: s}\n")
+    assert problems(path) == [f"{path}:1: gateway.id: required key is missing"]
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway: {id: gw, site: s}\nbuses:\n  - {name: a, url: [\n")
+    (message,) = problems(path)
+    assert message.startswith(f"{path}:") and "YAML syntax error" in message
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway: {id: gw, site: s}\nbuffer: {mode: always}\nbuffer: {mode: outage}\n")
+    assert problems(path) == [f"{path}:3: buffer: duplicate key (YAML would silently keep only the last one)"]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    (message,) = problems(tmp_path / "nope.yaml")
+    assert "cannot read file" in message
+
+
+def test_broken_profile_is_reported_in_its_own_file(tmp_path: Path, write_profile) -> None:  # type: ignore[no-untyped-def]
+    lib = write_profile("test/bad", """\
+        vendor: T
+        model: bad
+        source: test
+        points:
+          active_power: {address: 0, type: i32, unit: kW}
+          energy_import: {address: 2, type: u32, unit: kWh}
+          state: {address: 4, type: enum}
+        """)
+    path = write(tmp_path, """\
+        gateway: {id: gw-1, site: s}
+        buses: [{name: b, url: "tcp://192.0.2.1"}]
+        devices: [{id: d, bus: b, unit: 1, profile: test/bad}]
+        """)
+    found = problems(path, lib)
+    assert any(":7: points.state: an enum point needs `values`" in p for p in found), found
+
+
+def test_canonical_units_and_counters_are_enforced(write_profile) -> None:  # type: ignore[no-untyped-def]
+    lib = write_profile("test/units", """\
+        vendor: T
+        model: units
+        source: test
+        points:
+          active_power: {address: 0, type: i32, unit: kW}
+          energy_import: {address: 2, type: u32, unit: kWh}
+        """)
+    with pytest.raises(ConfigError) as caught:
+        lib.load("test/units")
+    text = str(caught.value)
+    assert ":5: points.active_power.unit: canonical point active_power is in 'W', not 'kW'" in text
+    assert ":6: points.energy_import.kind: energy_import is a counter" in text
+
+
+def test_extends_overrides_and_removes(write_profile) -> None:  # type: ignore[no-untyped-def]
+    write_profile("test/base", """\
+        vendor: T
+        model: base
+        source: test
+        defaults: {register: input, max_registers: 80, even_aligned: true}
+        points:
+          voltage_l1: {address: 0, type: f32, unit: V}
+          energy_import: {address: 0x101E, type: f32, unit: kWh, kind: counter}
+          energy_export: {address: 0x1028, type: f32, unit: kWh, kind: counter}
+        """)
+    lib = write_profile("test/variant", """\
+        vendor: T
+        model: variant
+        source: test
+        extends: test/base
+        remove: [energy_export]
+        defaults: {max_registers: 50}
+        points:
+          energy_import: {address: 0x401E, type: f32, unit: kWh, kind: counter}
+        """)
+    profile = lib.load("test/variant")
+    assert set(profile.points) == {"voltage_l1", "energy_import"}
+    assert profile.points["energy_import"].address == 0x401E
+    assert profile.points["voltage_l1"].register.value == "input"
+    assert profile.timing().max_registers == 50 and profile.timing().even_aligned
+
+
+def test_extends_loop_is_an_error(write_profile) -> None:  # type: ignore[no-untyped-def]
+    write_profile("test/a", "vendor: T\nmodel: a\nsource: t\nextends: test/b\n")
+    lib = write_profile("test/b", "vendor: T\nmodel: b\nsource: t\nextends: test/a\n")
+    with pytest.raises(ConfigError, match="loop"):
+        lib.load("test/a")
+
+
+def test_every_shipped_profile_validates(library: ProfileLibrary) -> None:
+    refs = library.available()
+    assert {"eastron/sdm630", "chint/dtsu666", "huawei/sun2000", "xintai/water-meter"} <= set(refs)
+    for ref in refs:
+        assert library.load(ref).points, ref
+
+
+@pytest.mark.parametrize(("url", "transport", "host", "port", "serial"), [
+    ("tcp://192.0.2.50", Transport.TCP, "192.0.2.50", 502, None),
+    ("tcp://gw.local:1502", Transport.TCP, "gw.local", 1502, None),
+    ("rtu+tcp://192.0.2.9:4001", Transport.RTU_OVER_TCP, "192.0.2.9", 4001, None),
+    ("rtu:///dev/ttyUSB0?baudrate=2400&parity=E&stopbits=2", Transport.RTU, "/dev/ttyUSB0", 0, "2400 8E2"),
+    ("rtu:///dev/ttyAMA0", Transport.RTU, "/dev/ttyAMA0", 0, "9600 8N1"),
+])
+def test_bus_urls(url: str, transport: Transport, host: str, port: int, serial: str | None) -> None:
+    spec = parse_bus_url(url)
+    assert (spec.transport, spec.host, spec.port) == (transport, host, port)
+    assert (str(spec.serial) if spec.serial else None) == serial
+
+
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("modbus://x", "unknown scheme"),
+    ("rtu://dev/ttyUSB0", "three slashes"),
+    ("rtu:///dev/ttyUSB0?baud=9600", "unknown parameter"),
+    ("rtu:///dev/ttyUSB0?parity=X", "parity"),
+    ("tcp://", "no host"),
+    ("tcp://h:99999", "bad port"),
+])
+def test_bad_bus_urls(url: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        parse_bus_url(url)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("15m", 900.0), ("1h", 3600.0), (3, 3.0)])
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("text", "size"), [("256MiB", 256 * 2**20), ("64MB", 64 * 10**6), (4096, 4096), ("1GiB", 2**30)])
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["10 parsecs", True, "fast"])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
