@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.config.models import AgentConfig, DeviceModel
 from agent.config.profiles import Profile, ProfileLibrary
@@ -38,51 +39,80 @@ class LoadedConfig:
 
 
 def load_config(path: str | Path, library: ProfileLibrary | None = None) -> LoadedConfig:
-    """Load and fully resolve the agent config, or raise ConfigError with every problem found."""
+    """Load and fully resolve the agent config, or raise ConfigError with every problem found.
+
+    Cross-references and profiles are checked on the raw data even when the schema check failed,
+    so one run shows a typo in one device and an unknown bus in another together.
+    """
     path = Path(path)
     doc = load_yaml(path)
-    config = validate(AgentConfig, doc)
-    library = library or ProfileLibrary(config.profiles_dirs)
-    problems = _check_references(config, doc)
-    devices: list[DeviceSetup] = []
-    for index, device in enumerate(config.devices):
-        try:
-            profile = library.load(device.profile)
-        except ConfigError as exc:
-            problems += _relocate(exc.problems, doc, ("devices", index, "profile"), device.profile)
+    problems: list[Problem] = []
+    config: AgentConfig | None = None
+    try:
+        config = validate(AgentConfig, doc)
+    except ConfigError as exc:
+        problems += exc.problems
+    raw = doc.data if isinstance(doc.data, dict) else {}
+    buses = _entries(raw, "buses")
+    devices = _entries(raw, "devices")
+    problems += _check_references(buses, devices, doc)
+    if library is None:
+        dirs = raw.get("profiles_dirs")
+        library = ProfileLibrary(dirs if isinstance(dirs, list) else None)
+    profiles: dict[int, Profile] = {}
+    for index, device in devices:
+        ref = device.get("profile")
+        if not isinstance(ref, str):
             continue
-        problems += _check_constants(device, profile, doc, index)
-        devices.append(DeviceSetup(device, profile, profile.timing(device)))
-    if problems:
+        try:
+            profiles[index] = library.load(ref)
+        except ConfigError as exc:
+            problems += _relocate(exc.problems, doc, ("devices", index, "profile"), ref)
+            continue
+        problems += _check_constants(device, profiles[index], doc, index)
+    if problems or config is None:
         raise ConfigError(problems)
-    return LoadedConfig(path, config, devices, hashlib.sha256(path.read_bytes()).hexdigest())
+    setups = [DeviceSetup(d, profiles[i], profiles[i].timing(d)) for i, d in enumerate(config.devices)]
+    return LoadedConfig(path, config, setups, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
-def _check_references(config: AgentConfig, doc: SourceDoc) -> list[Problem]:
+def _entries(raw: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
+    """(index, mapping) of a list section, skipping malformed items (the schema check reports them)."""
+    items = raw.get(key)
+    if not isinstance(items, list):
+        return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _check_references(buses: list[tuple[int, dict[str, Any]]], devices: list[tuple[int, dict[str, Any]]],
+                      doc: SourceDoc) -> list[Problem]:
     problems = []
-    bus_names: set[str] = set()
-    for i, bus in enumerate(config.buses):
-        if bus.name in bus_names:
-            problems.append(doc.problem(("buses", i, "name"), f"bus name {bus.name!r} is used twice"))
-        bus_names.add(bus.name)
-    device_ids: set[str] = set()
-    addresses: set[tuple[str, int]] = set()
-    for i, device in enumerate(config.devices):
-        if device.id in device_ids:
-            problems.append(doc.problem(("devices", i, "id"), f"device id {device.id!r} is used twice"))
-        device_ids.add(device.id)
-        if device.bus not in bus_names:
-            known = ", ".join(sorted(bus_names)) or "none defined"
-            problems.append(doc.problem(("devices", i, "bus"), f"no bus named {device.bus!r} (buses: {known})"))
-        elif (device.bus, device.unit) in addresses:
+    bus_names: set[object] = set()
+    for i, bus in buses:
+        name = bus.get("name")
+        if name in bus_names:
+            problems.append(doc.problem(("buses", i, "name"), f"bus name {name!r} is used twice"))
+        bus_names.add(name)
+    device_ids: set[object] = set()
+    addresses: set[tuple[object, object]] = set()
+    for i, device in devices:
+        device_id, bus, unit = device.get("id"), device.get("bus"), device.get("unit")
+        if device_id in device_ids:
+            problems.append(doc.problem(("devices", i, "id"), f"device id {device_id!r} is used twice"))
+        device_ids.add(device_id)
+        if bus not in bus_names:
+            known = ", ".join(sorted(str(n) for n in bus_names)) or "none defined"
+            problems.append(doc.problem(("devices", i, "bus"), f"no bus named {bus!r} (buses: {known})"))
+        elif (bus, unit) in addresses:
             problems.append(doc.problem(("devices", i, "unit"),
-                                        f"unit {device.unit} on bus {device.bus!r} is already another device"))
-        addresses.add((device.bus, device.unit))
+                                        f"unit {unit} on bus {bus!r} is already another device"))
+        addresses.add((bus, unit))
     return problems
 
 
-def _check_constants(device: DeviceModel, profile: Profile, doc: SourceDoc, index: int) -> list[Problem]:
-    unknown = sorted(set(device.constants) - set(profile.points))
+def _check_constants(device: dict[str, Any], profile: Profile, doc: SourceDoc, index: int) -> list[Problem]:
+    constants = device.get("constants")
+    unknown = sorted(set(constants) - set(profile.points)) if isinstance(constants, dict) else []
     if not unknown:
         return []
     return [doc.problem(("devices", index, "constants"),

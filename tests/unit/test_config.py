@@ -84,7 +84,9 @@ def test_every_error_reported_at_once(tmp_path: Path) -> None:
     assert f"{path}:3: buses[0].url: " in text and "baudrate 9601" in text
     assert f"{path}:6: devices[0].intervall: unknown key 'intervall'; did you mean 'interval'?" in text
     assert f"{path}:7: devices[1].unit: " in text
-    assert len(found) == 3  # pydantic errors come first; reference checks follow once the shape is valid
+    assert f"{path}:4: buses[1].name: bus name 'line1' is used twice" in text
+    assert f"{path}:7: devices[1].bus: no bus named 'line9'" in text
+    assert len(found) == 5
 
 
 def test_reference_errors_are_located(tmp_path: Path) -> None:

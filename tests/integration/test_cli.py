@@ -1,0 +1,114 @@
+"""The `edge-agent` command as a person runs it: a subprocess against real simulated devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.config import ProfileLibrary
+from agent.simulate import SimulatedDevice
+from tests.conftest import SimThread, rtu_spec
+
+# values an SDM630 would hold (float32-exact where it matters), pinned in the simulator
+SDM630_VALUES = {"voltage_l1": 231.5, "voltage_l2": 229.25, "voltage_l3": 230.0, "current_l1": 12.5,
+                 "active_power": 8612.5, "frequency": 49.98, "energy_import": 12345.6, "energy_export": 78.9}
+
+
+def edge_agent(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_probe_json_prints_the_servers_values_in_canonical_names(sim: SimThread, library: ProfileLibrary) -> None:
+    """The issue's acceptance check: probe --json against a pymodbus server holding SDM630 registers."""
+    spec, _ = sim.tcp({1: SimulatedDevice(library.load("eastron/sdm630"), dict(SDM630_VALUES), moving=False)})
+    done = edge_agent("probe", "--url", f"tcp://127.0.0.1:{spec.port}", "--unit", "1", "--profile", "eastron/sdm630",
+                      "--json")
+    assert done.returncode == 0, done.stderr
+    values = json.loads(done.stdout)  # exactly one JSON object on stdout
+    for name, expected in SDM630_VALUES.items():
+        assert values[name] == pytest.approx(expected, rel=1e-6), name
+    assert len(values) == 21 and all(v is not None for v in values.values())
+
+
+def test_probe_table_over_rtu_shows_raw_registers(sim: SimThread, library: ProfileLibrary,
+                                                  socat_pair: tuple[str, str]) -> None:
+    device_end, agent_end = socat_pair
+    sim.serve(rtu_spec(device_end), {3: SimulatedDevice(library.load("xintai/water-meter"),
+                                                        {"flow_rate": 0.545, "volume_total": 1234.5}, moving=False)})
+    done = edge_agent("probe", "--url", f"rtu://{agent_end}?baudrate=9600", "--unit", "3",
+                      "--profile", "xintai/water-meter", "--all-orders")
+    assert done.returncode == 0, done.stderr
+    flow = next(line for line in done.stdout.splitlines() if line.startswith("flow_rate"))
+    assert "0.545" in flow and "1F85 0B3F" in flow  # 0.545 = 0x3F0B851F, byte-reversed on the wire
+    assert "7/7 points ok" in done.stdout
+
+
+def test_probe_without_answer_explains(sim: SimThread, library: ProfileLibrary) -> None:
+    """A unit id nobody answers: exit 2 and a message with what was tried and the usual causes."""
+    from agent.drivers.pymodbus_adapter import Faults
+
+    spec, _ = sim.tcp({1: SimulatedDevice(library.load("eastron/sdm630"))}, Faults(silent={1}))
+    done = edge_agent("probe", "--url", f"tcp://127.0.0.1:{spec.port}", "--profile", "eastron/sdm630",
+                      "--timeout", "0.3")
+    assert done.returncode == 2
+    assert f"no answer from unit 1 at tcp://127.0.0.1:{spec.port} within 0.3 s" in done.stderr
+    assert "wrong unit id" in done.stderr
+    assert done.stdout == ""
+
+
+def test_probe_serial_hint_names_baud_and_wiring(socat_pair: tuple[str, str]) -> None:
+    _, agent_end = socat_pair  # nobody on the other end
+    done = edge_agent("probe", "--url", f"rtu://{agent_end}?baudrate=2400&parity=E", "--profile", "eastron/sdm630",
+                      "--timeout", "0.2")
+    assert done.returncode == 2
+    assert "tried 2400 8E1; profile default 9600 8N1" in done.stderr
+    assert "A and B swapped" in done.stderr
+
+
+def test_validate_ok_and_broken(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(textwrap.dedent("""\
+        gateway: {id: gw-1, site: park}
+        buses: [{name: line1, url: "rtu:///dev/ttyUSB0"}]
+        devices: [{id: m1, bus: line1, unit: 1, profile: eastron/sdm630}]
+        """))
+    done = edge_agent("validate", "-c", str(good))
+    assert done.returncode == 0 and "OK: 1 bus(es), 1 device(s), 21 point(s)" in done.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""\
+        gateway: {id: gw-1, site: park}
+        buses: [{name: line1, url: "rtu:///dev/ttyUSB0"}]
+        devices:
+          - {id: m1, bus: line1, unit: 1, profile: eastron/sdm630, intervall: 5s}
+          - {id: m2, bus: line2, unit: 2, profile: nobody/nothing}
+        """))
+    done = edge_agent("validate", "-c", str(bad))
+    assert done.returncode == 1
+    assert "3 error(s):" in done.stderr
+    assert f"{bad}:4: devices[0].intervall: unknown key" in done.stderr
+    assert f"{bad}:5: devices[1].bus: no bus named 'line2'" in done.stderr
+    assert f"{bad}:5: devices[1].profile: unknown profile 'nobody/nothing'" in done.stderr
+
+
+def test_profiles_list_and_show() -> None:
+    listed = edge_agent("profiles", "list")
+    assert listed.returncode == 0 and "eastron/sdm630" in listed.stdout and "INVALID" not in listed.stdout
+    shown = edge_agent("profiles", "show", "chint/dtsu666")
+    assert shown.returncode == 0
+    assert "active_power" in shown.stdout and "x(pt_ratio*ct_ratio)" in shown.stdout
+    unknown = edge_agent("profiles", "show", "eastron/sdm360")
+    assert unknown.returncode == 1 and "did you mean eastron/sdm630" in unknown.stderr
+
+
+def test_demo_runs_one_round() -> None:
+    done = edge_agent("demo", "--once", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("(0 not ok)") == 4
