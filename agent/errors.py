@@ -4,6 +4,9 @@ onto these at their one seam, so nothing above a seam catches a third-party exce
     AgentError
     ├── ConfigError          bad YAML, unknown key, unknown profile: carries every Problem at once
     ├── BusError             the transport could not be opened or broke (reconnect with backoff)
+    ├── StorageError         the durable ring cannot do its job
+    │   ├── BufferLocked     another agent holds the buffer directory
+    │   └── BufferIOError    the disk failed a commit (EIO, ENOSPC): exit, let systemd restart us
     └── DeviceError          one transaction failed; the bus is still usable
         ├── DeviceTimeout    no answer within the timeout
         ├── DeviceException  a Modbus exception response (code 1..11)
@@ -43,6 +46,18 @@ class ConfigError(AgentError):
 
 class BusError(AgentError):
     """The bus (serial port or TCP connection) is not usable right now."""
+
+
+class StorageError(AgentError):
+    """The durable buffer cannot do its job."""
+
+
+class BufferLocked(StorageError):
+    """Another agent holds the buffer directory."""
+
+
+class BufferIOError(StorageError):
+    """A commit failed at the disk; nothing already committed is lost, the process should exit."""
 
 
 class DeviceError(AgentError):

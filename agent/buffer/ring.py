@@ -1,0 +1,319 @@
+"""The durable ring: sealed batches on disk until the broker acknowledges them.
+
+Contract (DESIGN.md, buffer): SQLite in WAL mode with synchronous=FULL and one writer; inserts,
+evictions, acknowledged deletes and counters change in one transaction; acknowledgements are
+coalesced into the next commit; a CRC over every payload is checked on read; the ring is bounded
+by `max_bytes` and by a free-disk reserve, and when full the oldest batches go, their readings
+counted exactly in `dropped_total`, which the batcher puts into the next batch it seals.
+
+Sequence numbers are allocated before a batch is encoded (its header carries the number) and are
+never reused within an epoch, even for batches that lived only in memory: the ring reserves them
+on disk in blocks, so a restart continues past anything that may have been published.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.buffer.lock import DirectoryLock
+from agent.buffer.schema import DB_NAME, Recovery, open_checked
+from agent.errors import BufferIOError
+
+ROW_OVERHEAD = 48  # bytes a row costs beyond its payload (key, columns, b-tree cell): counted against max_bytes
+SEQ_RESERVE = 1024  # sequence numbers reserved on disk per reservation commit
+QUARANTINE_KEEP = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """An encoded batch as the ring keeps it."""
+
+    seq: int
+    payload: bytes
+    readings: int
+    t_first: int  # ms, first reading
+    t_last: int  # ms, last reading
+
+    @property
+    def cost(self) -> int:
+        return len(self.payload) + ROW_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    evicted_batches: int = 0
+    evicted_readings: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RingStats:
+    epoch: int
+    boot_count: int
+    batches: int
+    bytes: int
+    readings: int
+    oldest_seq: int | None
+    newest_seq: int | None
+    oldest_ts: int | None
+    dropped_total: int  # readings lost to eviction or corruption since the epoch began
+    dropped_batches: int
+    quarantined: int
+
+
+class Ring:
+    """Single-writer durable ring. Not thread-safe: one owner calls it."""
+
+    def __init__(self, directory: Path, conn: sqlite3.Connection, lock: DirectoryLock, recovery: Recovery,
+                 max_bytes: int, min_free_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.recovery = recovery
+        self._conn = conn
+        self._lock = lock
+        self._pending_acks: set[int] = set()
+        self._after_commit: tuple | None = None  # in-memory counters to apply once a transaction commits
+        meta = self._meta()
+        self.epoch = meta.get("epoch") or secrets.randbits(31)
+        self.boot_count = meta.get("boot_count", 0) + 1
+        self.last_committed_ts = meta.get("last_ts")  # ms of the newest reading that reached the disk
+        self.dropped_total = meta.get("dropped_total", 0) + (recovery.lost_readings or 0)
+        self.dropped_batches = meta.get("dropped_batches", 0) + (recovery.lost_batches or 0)
+        self.quarantined = meta.get("quarantined", 0)
+        row = conn.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)), 0), COALESCE(SUM(readings), 0), "
+                           "MAX(seq) FROM batches").fetchone()
+        self._batches, payload_bytes, self._readings, max_seq = row
+        self._bytes = payload_bytes + self._batches * ROW_OVERHEAD
+        self._reserved = max(meta.get("seq_reserved", 0), max_seq or 0)
+        self._next_seq = self._reserved + 1
+        self._write_meta({"epoch": self.epoch, "boot_count": self.boot_count,
+                          "dropped_total": self.dropped_total, "dropped_batches": self.dropped_batches})
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, directory: str | Path, max_bytes: int = 256 * 2**20, min_free_bytes: int = 64 * 2**20) -> Ring:
+        """Lock the directory, check the file, recover if needed. Raises BufferLocked if in use."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(directory)
+        lock.acquire()
+        try:
+            conn, recovery = open_checked(directory)
+            return cls(directory, conn, lock, recovery, max_bytes, min_free_bytes)
+        except BaseException:
+            lock.release()
+            raise
+
+    def close(self) -> None:
+        """Commit pending acknowledgements, checkpoint the WAL, release the lock."""
+        try:
+            if self._pending_acks:
+                self.commit()
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        finally:
+            self._conn.close()
+            self._lock.release()
+
+    # ------------------------------------------------------------------ writing
+
+    def allocate_seq(self) -> int:
+        """The next sequence number; reserves a block on disk when the last one is used up."""
+        seq = self._next_seq
+        if seq > self._reserved:
+            self._reserved = seq + SEQ_RESERVE - 1
+            self._transaction(lambda: self._put_meta({"seq_reserved": self._reserved}))
+        self._next_seq += 1
+        return seq
+
+    def ack(self, seq: int) -> None:
+        """The broker acknowledged `seq`; deleted at the next commit (coalesced)."""
+        self._pending_acks.add(seq)
+
+    def commit(self, batches: Sequence[SealedBatch] = ()) -> CommitResult:
+        """One transaction: pending acks deleted, `batches` inserted (a batch already present under
+        its seq is replaced: a growing draft), the oldest evicted to respect the bounds."""
+        for attempt in (1, 2):
+            try:
+                return self._transaction(lambda: self._commit_body(batches, squeeze=attempt == 2))
+            except sqlite3.OperationalError as exc:
+                if attempt == 2 or "full" not in str(exc).lower():
+                    raise BufferIOError(f"buffer commit failed in {self.directory}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _commit_body(self, batches: Sequence[SealedBatch], squeeze: bool) -> CommitResult:
+        conn = self._conn
+        delta_bytes = delta_batches = delta_readings = 0
+        for seq in self._pending_acks:
+            for size, readings in conn.execute("DELETE FROM batches WHERE seq=? RETURNING length(payload), readings",
+                                               (seq,)):
+                delta_bytes -= size + ROW_OVERHEAD
+                delta_batches -= 1
+                delta_readings -= readings
+        newest = self.last_committed_ts
+        for batch in batches:
+            for size, readings in conn.execute("DELETE FROM batches WHERE seq=? RETURNING length(payload), readings",
+                                               (batch.seq,)):
+                delta_bytes -= size + ROW_OVERHEAD
+                delta_batches -= 1
+                delta_readings -= readings
+        incoming = sum(b.cost for b in batches)
+        limit = self._limit(squeeze)
+        evicted = self._evict(self._bytes + delta_bytes + incoming - limit)
+        delta_bytes -= evicted[2]
+        delta_batches -= evicted[0]
+        delta_readings -= evicted[1]
+        dropped_new = evicted[1]
+        kept = list(batches)
+        while kept and self._bytes + delta_bytes + sum(b.cost for b in kept) > limit:
+            lost = kept.pop(0)  # even an empty ring cannot hold it: the oldest incoming goes too, counted
+            dropped_new += lost.readings
+            evicted = (evicted[0] + 1, evicted[1] + lost.readings, evicted[2])
+        conn.executemany("INSERT INTO batches VALUES (?,?,?,?,?,?)",
+                         [(b.seq, b.payload, zlib.crc32(b.payload), b.readings, b.t_first, b.t_last) for b in kept])
+        for batch in kept:
+            delta_bytes += batch.cost
+            delta_batches += 1
+            delta_readings += batch.readings
+            newest = batch.t_last if newest is None else max(newest, batch.t_last)
+        meta = {"dropped_total": self.dropped_total + dropped_new,
+                "dropped_batches": self.dropped_batches + evicted[0]}
+        if newest is not None:
+            meta["last_ts"] = newest
+        self._put_meta(meta)
+        # the transaction commits after this returns; the in-memory view follows only then
+        self._after_commit = (delta_bytes, delta_batches, delta_readings, meta, newest)
+        return CommitResult(evicted[0], evicted[1])
+
+    def _evict(self, excess: int) -> tuple[int, int, int]:
+        """Delete the oldest batches until `excess` bytes are freed: (batches, readings, bytes)."""
+        batches = readings = freed = 0
+        while excess > freed:
+            rows = self._conn.execute("SELECT seq, readings, length(payload) FROM batches ORDER BY seq LIMIT 256"
+                                      ).fetchall()
+            if not rows:
+                break
+            chosen = []
+            for seq, count, size in rows:
+                if freed >= excess:
+                    break
+                chosen.append((seq,))
+                batches += 1
+                readings += count
+                freed += size + ROW_OVERHEAD
+            self._conn.executemany("DELETE FROM batches WHERE seq=?", chosen)
+        return batches, readings, freed
+
+    def _limit(self, squeeze: bool) -> int:
+        """Bytes the ring may hold now: max_bytes, less if the disk's free space is short of the reserve."""
+        try:
+            stat = os.statvfs(self.directory)
+            room = self._bytes + stat.f_bavail * stat.f_frsize - self.min_free_bytes
+        except OSError:
+            room = self.max_bytes
+        limit = min(self.max_bytes, max(0, room))
+        return int(limit * 0.9) if squeeze else limit
+
+    def _transaction(self, body):  # type: ignore[no-untyped-def]
+        self._after_commit = None
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body()
+            self._conn.execute("COMMIT")
+        except BaseException:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        if self._after_commit is not None:
+            delta_bytes, delta_batches, delta_readings, meta, newest = self._after_commit
+            self._bytes += delta_bytes
+            self._batches += delta_batches
+            self._readings += delta_readings
+            self.dropped_total = meta["dropped_total"]
+            self.dropped_batches = meta["dropped_batches"]
+            self.last_committed_ts = newest
+            self._pending_acks.clear()
+        return result
+
+    # ------------------------------------------------------------------ reading
+
+    def unacked(self, after: int = 0, page: int = 64) -> Iterator[SealedBatch]:
+        """Batches not yet acknowledged, in sequence order, read a page at a time (never the whole
+        backlog in memory). A payload failing its CRC is quarantined, counted and skipped."""
+        cursor = after
+        while True:
+            rows = self._conn.execute("SELECT seq, payload, crc, readings, t_first, t_last FROM batches "
+                                      "WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, page)).fetchall()
+            if not rows:
+                return
+            for seq, payload, crc, readings, t_first, t_last in rows:
+                cursor = seq
+                if seq in self._pending_acks:
+                    continue
+                if zlib.crc32(payload) != crc:
+                    self._quarantine(seq, payload, readings)
+                    continue
+                yield SealedBatch(seq, payload, readings, t_first, t_last)
+
+    def _quarantine(self, seq: int, payload: bytes, readings: int) -> None:
+        def body() -> None:
+            self._conn.execute("CREATE TABLE IF NOT EXISTS quarantine (seq INTEGER, payload BLOB, readings INTEGER)")
+            self._conn.execute("DELETE FROM batches WHERE seq=?", (seq,))
+            self._conn.execute("INSERT INTO quarantine VALUES (?,?,?)", (seq, payload, readings))
+            self._conn.execute("DELETE FROM quarantine WHERE rowid NOT IN "
+                               "(SELECT rowid FROM quarantine ORDER BY rowid DESC LIMIT ?)", (QUARANTINE_KEEP,))
+            meta = {"dropped_total": self.dropped_total + readings, "dropped_batches": self.dropped_batches + 1,
+                    "quarantined": self.quarantined + 1}
+            self._put_meta(meta)
+            self._after_commit = (-(len(payload) + ROW_OVERHEAD), -1, -readings, meta, self.last_committed_ts)
+        pending = set(self._pending_acks)
+        self._transaction(body)
+        self._pending_acks = pending  # quarantining is not a commit of the acks
+        self.quarantined += 1
+
+    # ------------------------------------------------------------------ state
+
+    def stats(self) -> RingStats:
+        oldest = self._conn.execute("SELECT seq, t_first FROM batches ORDER BY seq LIMIT 1").fetchone()
+        newest = self._conn.execute("SELECT MAX(seq) FROM batches").fetchone()[0]
+        return RingStats(self.epoch, self.boot_count, self._batches, self._bytes, self._readings,
+                         oldest[0] if oldest else None, newest, oldest[1] if oldest else None,
+                         self.dropped_total, self.dropped_batches, self.quarantined)
+
+    @property
+    def pending_acks(self) -> int:
+        """Acknowledgements waiting for the next commit."""
+        return len(self._pending_acks)
+
+    @property
+    def backlog(self) -> int:
+        """Batches on disk, acknowledged-but-not-yet-deleted ones included."""
+        return self._batches
+
+    @property
+    def path(self) -> Path:
+        return self.directory / DB_NAME
+
+    def _meta(self) -> dict[str, int]:
+        return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _put_meta(self, values: dict[str, int]) -> None:
+        self._conn.executemany("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                               list(values.items()))
+
+    def _write_meta(self, values: dict[str, int]) -> None:
+        try:
+            self._transaction(lambda: self._put_meta(values))
+        except sqlite3.OperationalError as exc:
+            raise BufferIOError(f"buffer in {self.directory} cannot be written: {exc}") from exc
+

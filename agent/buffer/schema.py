@@ -1,0 +1,140 @@
+"""The buffer's SQLite file: schema, pragmas, integrity check, and moving a corrupt file aside.
+
+The only module besides ring.py that touches sqlite3. Opening never crash-loops: a file that
+fails to open or to pass `quick_check` is moved to `corrupt-<timestamp>/`, whatever batches can
+still be read from it are salvaged (CRC-checked) into a fresh file, and the caller is told what
+was lost.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_NAME = "buffer.sqlite"
+SCHEMA_VERSION = 1
+KEEP_CORRUPT = 2  # corrupt-* directories kept for forensics; older ones are deleted (disk is finite)
+
+DDL = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq      INTEGER PRIMARY KEY,
+    payload  BLOB    NOT NULL,
+    crc      INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    t_first  INTEGER NOT NULL,
+    t_last   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What opening found wrong, for the "buffer lost" event; empty when the file was healthy."""
+
+    moved_to: Path | None = None
+    reason: str = ""
+    salvaged_batches: int = 0
+    lost_batches: int | None = None  # None: unknown (the counters were unreadable too)
+    lost_readings: int | None = None
+
+    @property
+    def happened(self) -> bool:
+        return self.moved_to is not None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open with the contract's settings: WAL, synchronous=FULL, explicit transactions."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA wal_autocheckpoint=256")  # pages; bounds the WAL at about 1 MiB
+    conn.execute("PRAGMA journal_size_limit=4194304")
+    conn.execute("PRAGMA cache_size=-2048")  # KiB: keep RSS small on a full buffer
+    return conn
+
+
+def open_checked(directory: Path) -> tuple[sqlite3.Connection, Recovery]:
+    """Open the buffer file, creating it if absent, recovering it if corrupt."""
+    path = directory / DB_NAME
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect(path)
+        _check(conn)
+        conn.executescript(DDL)
+        return conn, Recovery()
+    except sqlite3.DatabaseError as exc:
+        reason = str(exc)
+        if conn is not None:
+            conn.close()
+    moved = _move_aside(directory)
+    conn = connect(path)
+    conn.executescript(DDL)
+    salvaged, lost_batches, lost_readings = _salvage(moved / DB_NAME, conn)
+    _prune_corrupt(directory)
+    return conn, Recovery(moved, reason, salvaged, lost_batches, lost_readings)
+
+
+def _check(conn: sqlite3.Connection) -> None:
+    row = conn.execute("PRAGMA quick_check").fetchone()
+    if row is None or row[0] != "ok":
+        raise sqlite3.DatabaseError(f"integrity check failed: {row[0] if row else 'no answer'}")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    elif version != SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"unknown buffer schema version {version}")
+
+
+def _move_aside(directory: Path) -> Path:
+    target = directory / time.strftime("corrupt-%Y%m%dT%H%M%S", time.gmtime())
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+    target.mkdir()
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+        if (directory / name).exists():
+            shutil.move(str(directory / name), target / name)
+    return target
+
+
+def _salvage(old: Path, new: sqlite3.Connection) -> tuple[int, int | None, int | None]:
+    """Copy every batch that still reads and passes its CRC; count the rest where possible."""
+    if not old.exists():
+        return 0, None, None
+    salvaged = 0
+    expected_batches: int | None = None
+    try:
+        src = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0, None, None
+    try:
+        expected_batches = src.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    except sqlite3.Error:
+        expected_batches = None
+    new.execute("BEGIN IMMEDIATE")
+    try:
+        for row in src.execute("SELECT seq, payload, crc, readings, t_first, t_last FROM batches ORDER BY seq"):
+            if zlib.crc32(row[1]) == row[2]:
+                new.execute("INSERT INTO batches VALUES (?,?,?,?,?,?)", row)
+                salvaged += 1
+    except sqlite3.Error:
+        pass  # read as far as the damage allows
+    finally:
+        src.close()
+    new.execute("COMMIT")
+    lost = None if expected_batches is None else max(0, expected_batches - salvaged)
+    return salvaged, lost, None
+
+
+def _prune_corrupt(directory: Path) -> None:
+    for old in sorted(directory.glob("corrupt-*"))[:-KEEP_CORRUPT]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,127 @@
+"""When sealed batches touch the disk: the buffer modes of DESIGN.md, as a policy over the Ring.
+
+mode `outage` (default): while the broker is connected and nothing is backlogged, a batch is
+published from memory and written to disk only if its PUBACK has not come within `spill_after`,
+when the connection drops, or at shutdown. While disconnected, sealed batches are committed at
+least every `outage_commit`. Online with an empty backlog, the card sees no writes at all.
+mode `always`: every batch is committed before it is handed to the publisher.
+
+The publisher drives it: `add` a sealed batch, `take` what to publish, `acked` on PUBACK,
+`set_connected` on link changes, and `tick` about once a second. Single-threaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from agent.buffer.ring import CommitResult, Ring, SealedBatch
+from agent.config.models import BufferMode
+
+ACK_FLUSH_EVERY = 1.0  # seconds: acknowledgements of disk batches are coalesced into one commit
+
+
+@dataclass
+class _Held:
+    batch: SealedBatch
+    since: float
+    published: bool = False
+
+
+class Spool:
+    def __init__(self, ring: Ring, mode: BufferMode = BufferMode.OUTAGE, spill_after: float = 2.0,
+                 outage_commit: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ring = ring
+        self.mode = mode
+        self.spill_after = spill_after
+        self.outage_commit = outage_commit
+        self.clock = clock
+        self.connected = False
+        self._memory: OrderedDict[int, _Held] = OrderedDict()  # published or about to be, not on disk
+        self._unwritten: list[SealedBatch] = []  # sealed while offline, committed within outage_commit
+        self._unwritten_since = 0.0
+        self._last_ack_flush = clock()
+        self.commits = 0
+        self.evicted = CommitResult()
+
+    # ------------------------------------------------------------------ inputs
+
+    def add(self, batch: SealedBatch) -> None:
+        """A newly sealed batch."""
+        if self.mode is BufferMode.ALWAYS:
+            self._commit([batch])
+        elif self.connected and not self.ring.backlog and not self._unwritten:
+            self._memory[batch.seq] = _Held(batch, self.clock())
+        else:
+            if not self._unwritten:
+                self._unwritten_since = self.clock()
+            self._unwritten.append(batch)
+            if self.clock() - self._unwritten_since >= self.outage_commit:
+                self._flush_unwritten()
+
+    def acked(self, seq: int) -> None:
+        """PUBACK with a success code for `seq`."""
+        if self._memory.pop(seq, None) is None:
+            self.ring.ack(seq)
+
+    def set_connected(self, connected: bool) -> None:
+        """Link state changed; on a drop everything held in memory goes to disk at once."""
+        self.connected = connected
+        if not connected:
+            self._spill(list(self._memory))
+
+    def tick(self) -> None:
+        """Periodic duties: spill batches whose PUBACK is late, commit offline batches, flush acks."""
+        now = self.clock()
+        late = [seq for seq, held in self._memory.items() if now - held.since >= self.spill_after]
+        self._spill(late)
+        if self._unwritten and now - self._unwritten_since >= self.outage_commit:
+            self._flush_unwritten()
+        if now - self._last_ack_flush >= ACK_FLUSH_EVERY:
+            self._last_ack_flush = now
+            if self.ring.pending_acks:
+                self._commit([])
+
+    def close(self) -> None:
+        """Shutdown: everything not acknowledged reaches the disk."""
+        self._spill(list(self._memory))
+        self._flush_unwritten()
+        self._commit([])
+
+    # ------------------------------------------------------------------ output
+
+    def take_live(self) -> list[SealedBatch]:
+        """Batches held in memory that have not been handed to the publisher yet."""
+        fresh = [held for held in self._memory.values() if not held.published]
+        for held in fresh:
+            held.published = True
+        return [held.batch for held in fresh]
+
+    def backlog(self, after: int = 0) -> Iterator[SealedBatch]:
+        """Disk batches not yet acknowledged, oldest first (streaming)."""
+        self._flush_unwritten()
+        return self.ring.unacked(after)
+
+    @property
+    def in_memory(self) -> int:
+        return len(self._memory)
+
+    # ------------------------------------------------------------------ internals
+
+    def _spill(self, seqs: list[int]) -> None:
+        batches = [self._memory.pop(seq).batch for seq in seqs if seq in self._memory]
+        if batches:
+            self._commit(batches)
+
+    def _flush_unwritten(self) -> None:
+        if self._unwritten:
+            batches, self._unwritten = self._unwritten, []
+            self._commit(batches)
+
+    def _commit(self, batches: list[SealedBatch]) -> None:
+        result = self.ring.commit(batches)
+        self.commits += 1
+        self.evicted = CommitResult(self.evicted.evicted_batches + result.evicted_batches,
+                                    self.evicted.evicted_readings + result.evicted_readings)
