@@ -79,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="pin a point to a value")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("buffer", help="look into a buffer directory (read-only; safe beside a running agent)")
+    bsub = p.add_subparsers(metavar="ACTION")
+    q = bsub.add_parser("stats", help="counts, bytes, ages and losses")
+    q.add_argument("--path", required=True, help="buffer directory")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_buffer_stats)
+    q = bsub.add_parser("dump", help="one line per stored batch")
+    q.add_argument("--path", required=True, help="buffer directory")
+    q.add_argument("--decode", action="store_true", help="also print each payload decoded (JSON)")
+    q.set_defaults(func=cmd_buffer_dump)
+
     p = sub.add_parser("demo", help="simulated meters on loopback, probed live (no hardware needed)")
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--every", type=float, default=2.0, help="seconds between rounds")
@@ -188,6 +199,33 @@ def _assignment(text: str) -> tuple[str, float | str]:
         return name, float(value)
     except ValueError:
         return name, value
+
+
+def cmd_buffer_stats(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent.buffer.inspect import buffer_stats
+
+    stats = buffer_stats(Path(args.path))
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        for key, value in stats.items():
+            print(f"{key:20} {'-' if value is None else value}")
+    return 0
+
+
+def cmd_buffer_dump(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent.buffer.inspect import buffer_dump, decode_generic
+
+    for row in buffer_dump(Path(args.path)):
+        print(f"seq={row.seq} readings={row.readings} t_first={row.t_first} t_last={row.t_last} bytes={row.size} "
+              f"crc={'ok' if row.crc_ok else 'BAD'}")
+        if args.decode:
+            print(json.dumps(decode_generic(row.payload), default=str))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

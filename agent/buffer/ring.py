@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.buffer.lock import DirectoryLock
-from agent.buffer.schema import DB_NAME, Recovery, open_checked
+from agent.buffer.schema import DB_NAME, WAL_LIMIT, Recovery, open_checked
 from agent.errors import BufferIOError
 
 ROW_OVERHEAD = 48  # bytes a row costs beyond its payload (key, columns, b-tree cell): counted against max_bytes
 SEQ_RESERVE = 1024  # sequence numbers reserved on disk per reservation commit
 QUARANTINE_KEEP = 100
+PAGE_FILL = 0.85  # payload bytes per byte of file, conservatively (overflow pages, partly filled tails)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class Ring:
         self._lock = lock
         self._pending_acks: set[int] = set()
         self._after_commit: tuple | None = None  # in-memory counters to apply once a transaction commits
+        self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         meta = self._meta()
         self.epoch = meta.get("epoch") or secrets.randbits(31)
         self.boot_count = meta.get("boot_count", 0) + 1
@@ -185,7 +187,8 @@ class Ring:
             delta_readings += batch.readings
             newest = batch.t_last if newest is None else max(newest, batch.t_last)
         meta = {"dropped_total": self.dropped_total + dropped_new,
-                "dropped_batches": self.dropped_batches + evicted[0]}
+                "dropped_batches": self.dropped_batches + evicted[0],
+                "batches": self._batches + delta_batches, "readings": self._readings + delta_readings}
         if newest is not None:
             meta["last_ts"] = newest
         self._put_meta(meta)
@@ -213,11 +216,16 @@ class Ring:
         return batches, readings, freed
 
     def _limit(self, squeeze: bool) -> int:
-        """Bytes the ring may hold now: max_bytes, less if the disk's free space is short of the reserve."""
+        """Bytes the ring may hold now: max_bytes, less if the disk's free space is short of the reserve.
+
+        The disk can give the ring its file's pages (free ones are reused) plus the free space above
+        the reserve, less room for the WAL; rows fill pages to about PAGE_FILL.
+        """
         try:
             stat = os.statvfs(self.directory)
-            room = self._bytes + stat.f_bavail * stat.f_frsize - self.min_free_bytes
-        except OSError:
+            pages = self._conn.execute("PRAGMA page_count").fetchone()[0] * self._page_size
+            room = int((pages + stat.f_bavail * stat.f_frsize - self.min_free_bytes - 2 * WAL_LIMIT) * PAGE_FILL)
+        except (OSError, sqlite3.Error):
             room = self.max_bytes
         limit = min(self.max_bytes, max(0, room))
         return int(limit * 0.9) if squeeze else limit
@@ -273,7 +281,8 @@ class Ring:
             self._conn.execute("DELETE FROM quarantine WHERE rowid NOT IN "
                                "(SELECT rowid FROM quarantine ORDER BY rowid DESC LIMIT ?)", (QUARANTINE_KEEP,))
             meta = {"dropped_total": self.dropped_total + readings, "dropped_batches": self.dropped_batches + 1,
-                    "quarantined": self.quarantined + 1}
+                    "quarantined": self.quarantined + 1, "batches": self._batches - 1,
+                    "readings": self._readings - readings}
             self._put_meta(meta)
             self._after_commit = (-(len(payload) + ROW_OVERHEAD), -1, -readings, meta, self.last_committed_ts)
         pending = set(self._pending_acks)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 DB_NAME = "buffer.sqlite"
 SCHEMA_VERSION = 1
+WAL_LIMIT = 1 << 20  # bytes the WAL file is truncated to after a checkpoint
 KEEP_CORRUPT = 2  # corrupt-* directories kept for forensics; older ones are deleted (disk is finite)
 
 DDL = """
@@ -56,7 +57,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA wal_autocheckpoint=256")  # pages; bounds the WAL at about 1 MiB
-    conn.execute("PRAGMA journal_size_limit=4194304")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
     conn.execute("PRAGMA cache_size=-2048")  # KiB: keep RSS small on a full buffer
     return conn
 
@@ -107,32 +108,46 @@ def _move_aside(directory: Path) -> Path:
 
 
 def _salvage(old: Path, new: sqlite3.Connection) -> tuple[int, int | None, int | None]:
-    """Copy every batch that still reads and passes its CRC; count the rest where possible."""
+    """Copy every batch that still reads and passes its CRC, row by row so that one damaged page
+    costs only the rows on it; count the rest where the counters are still readable."""
     if not old.exists():
         return 0, None, None
-    salvaged = 0
-    expected_batches: int | None = None
     try:
         src = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
     except sqlite3.Error:
         return 0, None, None
-    try:
-        expected_batches = src.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-    except sqlite3.Error:
-        expected_batches = None
+    upper = _first_int(src, "SELECT MAX(seq) FROM batches", "SELECT value FROM meta WHERE key='seq_reserved'")
+    expected = _first_int(src, "SELECT value FROM meta WHERE key='batches'", "SELECT COUNT(*) FROM batches")
+    expected_readings = _first_int(src, "SELECT value FROM meta WHERE key='readings'")
+    salvaged = salvaged_readings = 0
     new.execute("BEGIN IMMEDIATE")
-    try:
-        for row in src.execute("SELECT seq, payload, crc, readings, t_first, t_last FROM batches ORDER BY seq"):
-            if zlib.crc32(row[1]) == row[2]:
-                new.execute("INSERT INTO batches VALUES (?,?,?,?,?,?)", row)
-                salvaged += 1
-    except sqlite3.Error:
-        pass  # read as far as the damage allows
-    finally:
-        src.close()
+    for seq in range(1, (upper or 0) + 1):
+        try:
+            row = src.execute("SELECT seq, payload, crc, readings, t_first, t_last FROM batches WHERE seq=?",
+                              (seq,)).fetchone()
+        except sqlite3.Error:
+            continue
+        if row is not None and zlib.crc32(row[1]) == row[2]:
+            new.execute("INSERT INTO batches VALUES (?,?,?,?,?,?)", row)
+            salvaged += 1
+            salvaged_readings += row[3]
     new.execute("COMMIT")
-    lost = None if expected_batches is None else max(0, expected_batches - salvaged)
-    return salvaged, lost, None
+    src.close()
+    lost = None if expected is None else max(0, expected - salvaged)
+    lost_readings = None if expected_readings is None else max(0, expected_readings - salvaged_readings)
+    return salvaged, lost, lost_readings
+
+
+def _first_int(conn: sqlite3.Connection, *queries: str) -> int | None:
+    """The first query that answers with a number, or None if the damage hides them all."""
+    for query in queries:
+        try:
+            row = conn.execute(query).fetchone()
+        except sqlite3.Error:
+            continue
+        if row and isinstance(row[0], int):
+            return row[0]
+    return None
 
 
 def _prune_corrupt(directory: Path) -> None:
