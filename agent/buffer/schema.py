@@ -17,6 +17,7 @@ from pathlib import Path
 
 DB_NAME = "buffer.sqlite"
 SCHEMA_VERSION = 1
+PAGE_SIZE = 1024  # small pages: a commit rewrites whole pages, so fewer bytes reach the card per commit
 WAL_LIMIT = 1 << 20  # bytes the WAL file is truncated to after a checkpoint
 KEEP_CORRUPT = 2  # corrupt-* directories kept for forensics; older ones are deleted (disk is finite)
 
@@ -54,9 +55,10 @@ class Recovery:
 def connect(path: Path) -> sqlite3.Connection:
     """Open with the contract's settings: WAL, synchronous=FULL, explicit transactions."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA wal_autocheckpoint=256")  # pages; bounds the WAL at about 1 MiB
+    conn.execute("PRAGMA wal_autocheckpoint=1000")  # pages; bounds the WAL at about 1 MiB
     conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
     conn.execute("PRAGMA cache_size=-2048")  # KiB: keep RSS small on a full buffer
     return conn

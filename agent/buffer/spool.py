@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from agent.buffer.ring import CommitResult, Ring, SealedBatch
 from agent.config.models import BufferMode
 
-ACK_FLUSH_EVERY = 1.0  # seconds: acknowledgements of disk batches are coalesced into one commit
+ACK_LINGER = 15.0  # seconds an acknowledgement may wait to ride along with the next insert commit
+ACK_BATCH = 100  # ... or until this many are pending (draining a backlog)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Spool:
         self._memory: OrderedDict[int, _Held] = OrderedDict()  # published or about to be, not on disk
         self._unwritten: list[SealedBatch] = []  # sealed while offline, committed within outage_commit
         self._unwritten_since = 0.0
-        self._last_ack_flush = clock()
+        self._acks_since: float | None = None  # when the oldest pending disk acknowledgement arrived
         self.commits = 0
         self.evicted = CommitResult()
 
@@ -65,6 +66,8 @@ class Spool:
         """PUBACK with a success code for `seq`."""
         if self._memory.pop(seq, None) is None:
             self.ring.ack(seq)
+            if self._acks_since is None:
+                self._acks_since = self.clock()
 
     def set_connected(self, connected: bool) -> None:
         """Link state changed; on a drop everything held in memory goes to disk at once."""
@@ -79,10 +82,9 @@ class Spool:
         self._spill(late)
         if self._unwritten and now - self._unwritten_since >= self.outage_commit:
             self._flush_unwritten()
-        if now - self._last_ack_flush >= ACK_FLUSH_EVERY:
-            self._last_ack_flush = now
-            if self.ring.pending_acks:
-                self._commit([])
+        if self.ring.pending_acks and (self.ring.pending_acks >= ACK_BATCH or self._acks_since is None
+                                       or now - self._acks_since >= ACK_LINGER):
+            self._commit([])
 
     def close(self) -> None:
         """Shutdown: everything not acknowledged reaches the disk."""
@@ -121,7 +123,8 @@ class Spool:
             self._commit(batches)
 
     def _commit(self, batches: list[SealedBatch]) -> None:
-        result = self.ring.commit(batches)
+        result = self.ring.commit(batches)  # carries every pending acknowledgement too
+        self._acks_since = None
         self.commits += 1
         self.evicted = CommitResult(self.evicted.evicted_batches + result.evicted_batches,
                                     self.evicted.evicted_readings + result.evicted_readings)

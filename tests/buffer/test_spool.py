@@ -60,10 +60,30 @@ def test_outage_mode_spills_a_batch_whose_ack_is_late(ring: Ring) -> None:
     clock.now += 0.2
     spool.tick()
     assert on_disk(ring) == [batch.seq]
-    spool.acked(batch.seq)  # the late ack still removes it, at the next commit
+    spool.acked(batch.seq)  # the late ack still removes it: with the next commit, or after ACK_LINGER
+    clock.now += 14.0
+    spool.tick()
+    assert on_disk(ring) == [] and ring.backlog == 1 and spool.commits == 1  # not resent, deleted later
     clock.now += 1.0
     spool.tick()
-    assert on_disk(ring) == []
+    assert ring.backlog == 0 and spool.commits == 2
+
+
+def test_acknowledgements_ride_along_with_the_next_insert(ring: Ring) -> None:
+    """always mode: one commit per batch, carrying the previous batch's deletion (card wear)."""
+    clock = Clock()
+    spool = Spool(ring, BufferMode.ALWAYS, clock=clock)
+    spool.set_connected(True)
+    for _ in range(10):
+        batch = sealed(ring)
+        spool.add(batch)
+        for stored in list(spool.backlog()):
+            spool.acked(stored.seq)
+        for _ in range(10):
+            clock.now += 1.0
+            spool.tick()
+    assert spool.commits == 10
+    assert ring.backlog == 1 and ring.pending_acks == 1  # the last deletion waits for the next insert
 
 
 def test_disconnect_spills_everything_in_memory(ring: Ring) -> None:
