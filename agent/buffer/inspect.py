@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.buffer.schema import DB_NAME
+from agent.buffer.schema import COLUMNS, DB_NAME
 from agent.errors import ConfigError, Problem
 
 
@@ -39,7 +39,7 @@ def buffer_stats(directory: Path) -> dict[str, int | None]:
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         count, payload, readings, oldest, newest, t_oldest, t_newest = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(payload)),0), COALESCE(SUM(readings),0), MIN(seq), MAX(seq), "
+            "SELECT COUNT(*), COALESCE(SUM(size),0), COALESCE(SUM(readings),0), MIN(seq), MAX(seq), "
             "MIN(t_first), MAX(t_last) FROM batches").fetchone()
         pages, page_size = (conn.execute("PRAGMA page_count").fetchone()[0],
                             conn.execute("PRAGMA page_size").fetchone()[0])
@@ -56,9 +56,9 @@ def buffer_dump(directory: Path) -> Iterator[DumpRow]:
     conn = _open(directory)
     try:
         cursor = 0
-        while rows := conn.execute("SELECT seq, payload, crc, readings, t_first, t_last FROM batches WHERE seq > ? "
-                                   "ORDER BY seq LIMIT 256", (cursor,)).fetchall():
-            for seq, payload, crc, readings, t_first, t_last in rows:
+        while rows := conn.execute(f"SELECT {COLUMNS} FROM batches WHERE seq > ? ORDER BY seq LIMIT 256",
+                                   (cursor,)).fetchall():
+            for seq, crc, readings, t_first, t_last, _, payload in rows:
                 cursor = seq
                 yield DumpRow(seq, readings, t_first, t_last, len(payload), zlib.crc32(payload) == crc, payload)
     finally:

@@ -21,14 +21,17 @@ PAGE_SIZE = 1024  # small pages: a commit rewrites whole pages, so fewer bytes r
 WAL_LIMIT = 1 << 20  # bytes the WAL file is truncated to after a checkpoint
 KEEP_CORRUPT = 2  # corrupt-* directories kept for forensics; older ones are deleted (disk is finite)
 
+COLUMNS = "seq, crc, readings, t_first, t_last, size, payload"
 DDL = """
 CREATE TABLE IF NOT EXISTS batches (
     seq      INTEGER PRIMARY KEY,
-    payload  BLOB    NOT NULL,
     crc      INTEGER NOT NULL,
     readings INTEGER NOT NULL,
     t_first  INTEGER NOT NULL,
-    t_last   INTEGER NOT NULL
+    t_last   INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    payload  BLOB    NOT NULL  -- last: the small columns stay in the b-tree cell, so counting and
+                               -- evicting never read a payload's overflow pages
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -64,19 +67,28 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_checked(directory: Path) -> tuple[sqlite3.Connection, Recovery]:
-    """Open the buffer file, creating it if absent, recovering it if corrupt."""
+def open_checked(directory: Path, full_check: bool = True,
+                 known_damage: str = "") -> tuple[sqlite3.Connection, Recovery]:
+    """Open the buffer file, creating it if absent, recovering it if corrupt.
+
+    `full_check` runs `quick_check` (reads every page: seconds on a cold SD card); without it only
+    the header and schema are checked here and `verify` runs later, off the startup path.
+    `known_damage` skips the checks: the file is already known bad and is recovered at once.
+    """
     path = directory / DB_NAME
     conn: sqlite3.Connection | None = None
-    try:
-        conn = connect(path)
-        _check(conn)
-        conn.executescript(DDL)
-        return conn, Recovery()
-    except sqlite3.DatabaseError as exc:
-        reason = str(exc)
-        if conn is not None:
-            conn.close()
+    reason = known_damage
+    if not known_damage:
+        try:
+            conn = connect(path)
+            _check(conn, full_check)
+            conn.executescript(DDL)
+            conn.execute("SELECT COUNT(*) FROM meta").fetchone()
+            return conn, Recovery()
+        except sqlite3.DatabaseError as exc:
+            reason = str(exc)
+            if conn is not None:
+                conn.close()
     moved = _move_aside(directory)
     conn = connect(path)
     conn.executescript(DDL)
@@ -85,10 +97,24 @@ def open_checked(directory: Path) -> tuple[sqlite3.Connection, Recovery]:
     return conn, Recovery(moved, reason, salvaged, lost_batches, lost_readings)
 
 
-def _check(conn: sqlite3.Connection) -> None:
-    row = conn.execute("PRAGMA quick_check").fetchone()
-    if row is None or row[0] != "ok":
-        raise sqlite3.DatabaseError(f"integrity check failed: {row[0] if row else 'no answer'}")
+def verify(path: Path) -> str:
+    """`quick_check` on a separate read-only connection: "ok" or what is wrong."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return str(exc)
+    return "ok" if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:3])
+
+
+def _check(conn: sqlite3.Connection, full: bool) -> None:
+    if full:
+        row = conn.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {row[0] if row else 'no answer'}")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version == 0:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -125,14 +151,13 @@ def _salvage(old: Path, new: sqlite3.Connection) -> tuple[int, int | None, int |
     new.execute("BEGIN IMMEDIATE")
     for seq in range(1, (upper or 0) + 1):
         try:
-            row = src.execute("SELECT seq, payload, crc, readings, t_first, t_last FROM batches WHERE seq=?",
-                              (seq,)).fetchone()
+            row = src.execute(f"SELECT {COLUMNS} FROM batches WHERE seq=?", (seq,)).fetchone()
         except sqlite3.Error:
             continue
-        if row is not None and zlib.crc32(row[1]) == row[2]:
-            new.execute("INSERT INTO batches VALUES (?,?,?,?,?,?)", row)
+        if row is not None and zlib.crc32(row[-1]) == row[1]:
+            new.execute(f"INSERT INTO batches ({COLUMNS}) VALUES (?,?,?,?,?,?,?)", row)
             salvaged += 1
-            salvaged_readings += row[3]
+            salvaged_readings += row[2]
     new.execute("COMMIT")
     src.close()
     lost = None if expected is None else max(0, expected - salvaged)

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def fill(directory: Path, batches: int = 40, size: int = 3000) -> tuple[list[int
 def reopen_five_times(directory: Path) -> list[Ring]:
     rings = []
     for _ in range(5):
-        ring = Ring.open(directory, max_bytes=1 << 30, min_free_bytes=0)
+        ring = Ring.open(directory, max_bytes=1 << 30, min_free_bytes=0, full_check=True)
         list(ring.unacked())
         rings.append(ring)
         ring.close()
@@ -85,9 +86,9 @@ def test_zeroed_page_is_moved_aside_and_salvaged(tmp_path: Path) -> None:
     ring = Ring.open(tmp_path, max_bytes=1 << 30, min_free_bytes=0)
     ring.close()  # checkpoint: everything in the main file
     db = tmp_path / DB_NAME
-    page = 4096
+    page = 1024
     with open(db, "r+b") as f:
-        f.seek(page * 5)
+        f.seek(page * 40)
         f.write(b"\x00" * page)
     rings = reopen_five_times(tmp_path)
     first = rings[0]
@@ -104,6 +105,47 @@ def test_zeroed_page_is_moved_aside_and_salvaged(tmp_path: Path) -> None:
     assert len(salvaged) > 0 and first.recovery.lost_batches == len(seqs) - len(salvaged)
     assert first.recovery.lost_readings == 10 * (len(seqs) - len(salvaged))
     assert stats.dropped_total == first.recovery.lost_readings  # the loss is counted and will be reported
+
+
+def test_background_check_finds_damage_and_recover_salvages(tmp_path: Path) -> None:
+    """The default open is fast; the page check runs afterwards and `recover` handles what it finds
+    (damage on the pages the open reads itself is recovered during the open)."""
+    seqs, _ = fill(tmp_path, batches=60)
+    Ring.open(tmp_path, max_bytes=1 << 30, min_free_bytes=0).close()
+    db = tmp_path / DB_NAME
+    conn = sqlite3.connect(db)
+    pages = conn.execute("SELECT pageno FROM dbstat WHERE name='batches' AND path LIKE '%+000000' "
+                         "ORDER BY pageno").fetchall()  # first overflow page of each payload
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((pages[10][0] - 1) * 1024)  # break one payload's overflow chain
+        f.write(b"\xff" * 1024)
+    ring = Ring.open(tmp_path, max_bytes=1 << 30, min_free_bytes=0)
+    assert not ring.recovery.happened  # the open reads only b-tree cells, not payload pages
+    for _ in range(500):
+        if ring.integrity is not None:
+            break
+        time.sleep(0.01)
+    assert ring.integrity not in (None, "ok")
+    ring = ring.recover()
+    assert ring.recovery.happened and ring.integrity == "ok"
+    salvaged = [b.seq for b in ring.unacked()]
+    assert 0 < len(salvaged) < len(seqs) and set(salvaged) <= set(seqs)
+    assert ring.stats().dropped_total == 10 * (len(seqs) - len(salvaged))
+    ring.close()
+
+
+def test_damage_seen_while_opening_recovers_at_once(tmp_path: Path) -> None:
+    """Damage on the pages the open itself reads (the table's leaves) is recovered on the spot."""
+    fill(tmp_path, batches=60, size=100)  # small rows: the table is leaf pages, read by the counters
+    Ring.open(tmp_path, max_bytes=1 << 30, min_free_bytes=0).close()
+    with open(tmp_path / DB_NAME, "r+b") as f:
+        f.seek(1024 * 4)
+        f.write(b"\xff" * 1024)
+    ring = Ring.open(tmp_path, max_bytes=1 << 30, min_free_bytes=0)
+    assert ring.recovery.happened and "malformed" in ring.recovery.reason
+    ring.close()
+    assert not Ring.open(tmp_path, max_bytes=1 << 30, min_free_bytes=0).recovery.happened
 
 
 def test_flipped_payload_bit_is_quarantined_and_counted(tmp_path: Path) -> None:
