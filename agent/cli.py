@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--decode", action="store_true", help="also print each payload decoded (JSON)")
     q.set_defaults(func=cmd_buffer_dump)
 
+    p = sub.add_parser("decode", help="decode a telemetry batch to JSON lines (the reference decoder)")
+    p.add_argument("file", help="batch file (msgpack, optionally zlib), or - for standard input")
+    p.add_argument("--schema", required=True, help="the schema message (JSON) the batch refers to")
+    p.add_argument("--header", action="store_true", help="print the batch header as the first line")
+    p.set_defaults(func=cmd_decode)
+
     p = sub.add_parser("demo", help="simulated meters on loopback, probed live (no hardware needed)")
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--every", type=float, default=2.0, help="seconds between rounds")
@@ -225,6 +231,24 @@ def cmd_buffer_dump(args: argparse.Namespace) -> int:
               f"crc={'ok' if row.crc_ok else 'BAD'}")
         if args.decode:
             print(json.dumps(decode_generic(row.payload), default=str))
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent.codec import FormatError, WireSchema, decode, decode_header
+
+    payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        schema = WireSchema.from_json(Path(args.schema).read_text())
+        if args.header:
+            print(json.dumps({"header": decode_header(payload)[0].__dict__}))
+        for reading in decode(payload, schema):
+            print(json.dumps(reading.as_dict(), ensure_ascii=False))
+    except (FormatError, KeyError, ValueError) as exc:
+        print(f"error: cannot decode: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     return 0
 
 

@@ -80,6 +80,7 @@ class PointModel(Strict):
     hidden: bool = False  # read to compute other points, not published
     description: str = ""
     example: float | int | str | None = None  # a typical engineering value (the simulator serves it)
+    resolution: float | None = Field(None, gt=0)  # wire resolution, e.g. 0.01 (default: by unit; docs/payload.md)
 
     @property
     def words(self) -> int:
