@@ -69,6 +69,10 @@ class Spool:
             if self._acks_since is None:
                 self._acks_since = self.clock()
 
+    def refused(self, seq: int) -> None:
+        """The broker refused `seq` (or it could not be handed to the client): keep it, on disk."""
+        self._spill([seq])
+
     def set_connected(self, connected: bool) -> None:
         """Link state changed; on a drop everything held in memory goes to disk at once."""
         self.connected = connected
@@ -94,9 +98,9 @@ class Spool:
 
     # ------------------------------------------------------------------ output
 
-    def take_live(self) -> list[SealedBatch]:
-        """Batches held in memory that have not been handed to the publisher yet."""
-        fresh = [held for held in self._memory.values() if not held.published]
+    def take_live(self, limit: int | None = None) -> list[SealedBatch]:
+        """Batches held in memory that have not been handed to the publisher yet (oldest first)."""
+        fresh = [held for held in self._memory.values() if not held.published][:limit]
         for held in fresh:
             held.published = True
         return [held.batch for held in fresh]

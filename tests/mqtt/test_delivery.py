@@ -1,0 +1,160 @@
+"""Delivery against a real mosquitto: round trip, outage, refusal, black hole, last will."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.broker import Broker
+from tests.mqtt.harness import BASE, Subscriber, make_batch, open_spool, publisher, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    b = Broker(tmp_path / "broker-data")
+    b.directory.mkdir()
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_round_trip_live_batches_decode_and_status_is_retained(broker: Broker, tmp_path: Path) -> None:
+    sub = Subscriber(broker.port)
+
+    async def scenario() -> tuple[int, int]:
+        ring, spool = open_spool(tmp_path / "buf")
+        pub = publisher(broker.port, spool)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(pub.connected.is_set, 10)
+        for row in range(30):
+            spool.add(make_batch(ring, row))
+            pub.nudge()
+            await asyncio.sleep(0.01)
+        assert await wait_for(lambda: len(set(sub.seqs)) == 30 and spool.in_memory == 0, 10)
+        await pub.stop()
+        task.cancel()
+        commits = spool.commits
+        ring.close()
+        return commits, pub.stats.acked
+
+    commits, acked = asyncio.run(scenario())
+    sub.close()
+    assert sorted(set(sub.seqs)) == list(range(1, 31)) and acked == 30
+    assert commits == 0  # outage mode, online: not one write to the card
+    readings = sub.readings()
+    assert len(readings) == 30 * 9 and readings[0].point == "voltage_l1" and readings[0].value == 230.0
+    assert sub.status[0]["state"] == "online" and sub.status[-1] == {"state": "offline", "reason": "shutdown"}
+    assert sub.schema is not None and json.loads(sub.schema)["devices"][0]["id"] == "main-incomer"
+
+
+def test_broker_restart_mid_stream_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    """Batches keep coming while the broker is down for 2 s: all arrive, duplicates within the window."""
+    sub = Subscriber(broker.port)
+    window = 10
+
+    async def scenario() -> int:
+        ring, spool = open_spool(tmp_path / "buf")
+        pub = publisher(broker.port, spool, window=window)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(pub.connected.is_set, 10)
+        produced = 0
+        for row in range(120):
+            if row == 30:
+                await asyncio.to_thread(broker.stop)
+            if row == 70:
+                await asyncio.to_thread(broker.start)
+            spool.add(make_batch(ring, row))
+            produced += 1
+            pub.nudge()
+            await asyncio.sleep(0.05)
+        assert await wait_for(lambda: len(set(sub.seqs)) == produced, 30), (len(set(sub.seqs)), produced)
+        assert await wait_for(lambda: ring.stats().batches - ring.pending_acks == 0 and spool.in_memory == 0, 20)
+        await pub.stop()
+        task.cancel()
+        ring.close()
+        return produced
+
+    produced = asyncio.run(scenario())
+    sub.close()
+    assert sorted(set(sub.seqs)) == list(range(1, produced + 1))
+    assert sub.duplicates() <= window
+
+
+def test_publish_refused_by_acl_keeps_the_batches_and_raises_an_event(tmp_path: Path) -> None:
+    directory = tmp_path / "broker-data"
+    directory.mkdir()
+    acl = f"topic read {BASE}/#\ntopic write {BASE}/events\ntopic write {BASE}/status\ntopic write {BASE}/schema\n"
+    broker = Broker(directory, acl=acl).start()
+    try:
+        sub = Subscriber(broker.port)
+
+        async def scenario() -> tuple[int, int, list]:
+            ring, spool = open_spool(tmp_path / "buf")
+            pub = publisher(broker.port, spool)
+            task = asyncio.create_task(pub.run())
+            assert await wait_for(pub.connected.is_set, 10)
+            for row in range(3):
+                spool.add(make_batch(ring, row))
+            pub.nudge()
+            assert await wait_for(lambda: pub.stats.refused >= 3, 10)
+            await pub.stop()
+            task.cancel()
+            kept = ring.stats().batches
+            ring.close()
+            return kept, pub.stats.acked, list(sub.events)
+
+        kept, acked, events = asyncio.run(scenario())
+        sub.close()
+        assert acked == 0 and kept == 3  # a refusal is not an acknowledgement: all three stay on disk
+        assert sub.seqs == []
+        refused = [e for e in events if e["event"] == "publish_refused"]
+        assert refused and "authorized" in refused[0]["reason"].lower()
+    finally:
+        broker.stop()
+
+
+LAST_WILL_CHILD = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[2])
+from tests.mqtt.harness import open_spool, publisher
+from pathlib import Path
+async def main():
+    ring, spool = open_spool(Path(sys.argv[3]))
+    pub = publisher(int(sys.argv[1]), spool)
+    task = asyncio.create_task(pub.run())
+    while not pub.connected.is_set():
+        await asyncio.sleep(0.01)
+    print("connected", flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+def test_last_will_arrives_when_the_agent_is_killed(broker: Broker, tmp_path: Path) -> None:
+    sub = Subscriber(broker.port)
+    child = subprocess.Popen([sys.executable, "-c", LAST_WILL_CHILD, str(broker.port), str(REPO), str(tmp_path / "b")],
+                             stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "connected"
+
+        async def wait_online() -> bool:
+            return await wait_for(lambda: any(s.get("state") == "online" for s in sub.status), 10)
+
+        assert asyncio.run(wait_online())
+        child.kill()
+        child.wait()
+
+        async def wait_offline() -> bool:
+            return await wait_for(lambda: sub.status and sub.status[-1] == {"state": "offline", "reason": "lost"}, 10)
+
+        assert asyncio.run(wait_offline()), sub.status
+    finally:
+        child.kill()
+        sub.close()
