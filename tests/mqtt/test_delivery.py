@@ -158,3 +158,73 @@ def test_last_will_arrives_when_the_agent_is_killed(broker: Broker, tmp_path: Pa
     finally:
         child.kill()
         sub.close()
+
+
+def test_black_holed_link_is_abandoned_within_ack_timeout(broker: Broker, tmp_path: Path) -> None:
+    """The path stops forwarding without closing: the ack watchdog drops it, a new link delivers all."""
+    from tests.proxy import BlackHoleProxy
+
+    proxy = BlackHoleProxy(broker.port)
+    sub = Subscriber(broker.port)
+
+    async def scenario() -> tuple[int, int]:
+        ring, spool = open_spool(tmp_path / "buf")
+        pub = publisher(proxy.port, spool, ack_timeout=2.0, keepalive=60)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(pub.connected.is_set, 10)
+        for row in range(5):
+            spool.add(make_batch(ring, row))
+        pub.nudge()
+        assert await wait_for(lambda: len(set(sub.seqs)) == 5, 10)
+        proxy.set_black_hole(True)
+        for row in range(5, 10):
+            spool.add(make_batch(ring, row))
+        pub.nudge()
+        await asyncio.sleep(0.5)
+        proxy.set_black_hole(False)  # healed for new connections; the old one stays dead
+        started = asyncio.get_running_loop().time()
+        assert await wait_for(lambda: pub.stats.watchdog_reconnects >= 1, 10)
+        detected = asyncio.get_running_loop().time() - started
+        assert await wait_for(lambda: len(set(sub.seqs)) == 10, 15)
+        await pub.stop()
+        task.cancel()
+        ring.close()
+        return pub.stats.watchdog_reconnects, int(detected)
+
+    reconnects, detected_s = asyncio.run(scenario())
+    proxy.close()
+    sub.close()
+    assert reconnects >= 1 and detected_s <= 3  # ack_timeout 2 s (+ one pump step)
+    assert sorted(set(sub.seqs)) == list(range(1, 11))
+
+
+def test_packet_id_wrap_loses_and_doubles_nothing(broker: Broker, tmp_path: Path, long_mode: bool) -> None:
+    """More publishes in one session than there are MQTT packet ids (65535)."""
+    total = 100_000 if long_mode else 70_000
+
+    async def scenario() -> tuple[int, int, int]:
+        ring, spool = open_spool(tmp_path / "buf")
+        pub = publisher(broker.port, spool, window=50)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(pub.connected.is_set, 10)
+        payload = make_batch(ring, 0).payload
+        from agent.buffer import SealedBatch
+
+        added = 0
+        while added < total:
+            while spool.in_memory < 200 and added < total:
+                spool.add(SealedBatch(ring.allocate_seq(), payload, 9, 0, 1))
+                added += 1
+            pub.nudge()
+            await asyncio.sleep(0.001)
+        assert await wait_for(lambda: pub.stats.acked == total, 120), pub.stats
+        await pub.stop()
+        task.cancel()
+        connects = pub.stats.connects
+        spool.close()
+        assert spool.in_memory == 0 and ring.stats().batches == 0  # each batch acknowledged exactly once
+        ring.close()
+        return pub.stats.acked, pub.stats.published, connects
+
+    acked, published, connects = asyncio.run(scenario())
+    assert (acked, published, connects) == (total, total, 1)
