@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--header", action="store_true", help="print the batch header as the first line")
     p.set_defaults(func=cmd_decode)
 
+    p = sub.add_parser("tail", help="print decoded readings arriving at a broker, live")
+    p.add_argument("--broker", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+    p.add_argument("--topic", default="#", help="subscription filter (default: everything)")
+    p.add_argument("--json", action="store_true", help="one JSON object per reading")
+    p.add_argument("--count", type=int, default=None, help="exit after this many readings")
+    p.add_argument("--timeout", type=float, default=None, help="exit after this many seconds")
+    p.set_defaults(func=cmd_tail)
+
     p = sub.add_parser("demo", help="simulated meters on loopback, probed live (no hardware needed)")
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--every", type=float, default=2.0, help="seconds between rounds")
@@ -249,6 +257,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
     except (FormatError, KeyError, ValueError) as exc:
         print(f"error: cannot decode: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from agent.tail import tail
+
+    try:
+        tail(args.broker, args.topic, lambda line: print(line, flush=True), args.count, args.json, args.timeout)
+    except OSError as exc:
+        print(f"error: cannot reach {args.broker}: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
     return 0
 
 

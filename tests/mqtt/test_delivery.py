@@ -228,3 +228,82 @@ def test_packet_id_wrap_loses_and_doubles_nothing(broker: Broker, tmp_path: Path
 
     acked, published, connects = asyncio.run(scenario())
     assert (acked, published, connects) == (total, total, 1)
+
+
+def make_pki(directory: Path) -> dict[str, str]:
+    """A CA, a broker certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=test-ca")
+    for name, cn in (("server", "127.0.0.1"), ("client", "gw-test")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        ext = directory / f"{name}.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            f"{name}.crt", "-days", "2", "-extfile", str(ext))
+    return {k: str(directory / v) for k, v in {"ca": "ca.crt", "cert": "server.crt", "key": "server.key",
+                                               "client_cert": "client.crt", "client_key": "client.key"}.items()}
+
+
+def test_mutual_tls(tmp_path: Path) -> None:
+    pki_dir = tmp_path / "pki"
+    pki_dir.mkdir()
+    pki = make_pki(pki_dir)
+    data = tmp_path / "broker-data"
+    data.mkdir()
+    broker = Broker(data, tls={"ca": pki["ca"], "cert": pki["cert"], "key": pki["key"]}).start()
+    try:
+        sub = Subscriber(broker.port, ca_certs=pki["ca"], certfile=pki["client_cert"], keyfile=pki["client_key"])
+
+        async def scenario(cert: str | None) -> tuple[int, int]:
+            ring, spool = open_spool(tmp_path / f"buf-{cert is not None}")
+            pub = publisher(broker.port, spool, tls=True, ca_file=pki["ca"], cert_file=cert,
+                            key_file=pki["client_key"] if cert else None)
+            task = asyncio.create_task(pub.run())
+            connected = await wait_for(pub.connected.is_set, 3)
+            if connected:
+                spool.add(make_batch(ring, 0))
+                pub.nudge()
+                await wait_for(lambda: pub.stats.acked == 1, 10)
+            await pub.stop()
+            task.cancel()
+            ring.close()
+            return int(connected), pub.stats.acked
+
+        assert asyncio.run(scenario(pki["client_cert"])) == (1, 1)
+        assert asyncio.run(scenario(None)) == (0, 0)  # no client certificate: the broker refuses
+        sub.close()
+        assert sub.seqs == [1]
+    finally:
+        broker.stop()
+
+
+def test_tail_prints_decoded_readings(broker: Broker, tmp_path: Path) -> None:
+    tail = subprocess.Popen([sys.executable, "-m", "agent", "tail", "--broker", f"mqtt://127.0.0.1:{broker.port}",
+                             "--topic", "park/#", "--count", "18", "--timeout", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+    async def scenario() -> None:
+        ring, spool = open_spool(tmp_path / "buf")
+        pub = publisher(broker.port, spool)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(pub.connected.is_set, 10)
+        await asyncio.sleep(1.0)  # let tail subscribe; the schema is retained anyway
+        for row in range(2):
+            spool.add(make_batch(ring, row))
+        pub.nudge()
+        await asyncio.to_thread(tail.wait, 30)
+        await pub.stop()
+        task.cancel()
+        ring.close()
+
+    asyncio.run(scenario())
+    out, err = tail.communicate(5)
+    assert tail.returncode == 0, err
+    lines = [line for line in out.splitlines() if "gw-test/main-incomer" in line]
+    assert len(lines) == 18
+    assert any("gw-test status: " in line and '"online"' in line for line in out.splitlines())
+    assert "gw-test/main-incomer voltage_l1=230.0 V" in lines[0]
+    assert any("energy_import=12346.0 kWh" in line for line in lines)
