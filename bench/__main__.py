@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from bench import buffer, planner
+from bench import buffer, payload, planner
 from bench.report import Figure
 
-SUITES = {"planner": planner.run, "buffer": buffer.run}
+SUITES = {"planner": planner.run, "payload": payload.run, "buffer": buffer.run}
 
 
 def main() -> int:
