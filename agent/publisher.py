@@ -129,6 +129,8 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog_cursor = 0
         self._tokens = 0.0
+        self._protocol = MQTTProtocolVersion.MQTTv5
+        self._dropped_reported = spool.evicted.evicted_readings
         self.connected = asyncio.Event()
 
     # ------------------------------------------------------------------ public
@@ -188,6 +190,9 @@ class Publisher:
             return
         except ConnectionError as exc:  # CONNACK refused
             self._close(session)
+            if self._protocol is MQTTProtocolVersion.MQTTv5 and "unsupported protocol" in str(exc).lower():
+                self._protocol = MQTTProtocolVersion.MQTTv311  # an old broker: PUBACKs carry no reason codes
+                self.event("protocol_fallback", protocol="3.1.1")
             self._note_down(str(exc))
             return
         self.stats.connects += 1
@@ -209,7 +214,7 @@ class Publisher:
         assert self._loop is not None
         loop = self._loop
         s = self.settings
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=self._protocol)
         connected: asyncio.Future[Any] = loop.create_future()
         session = _Session(client, connected)
         if s.username:
@@ -239,6 +244,9 @@ class Publisher:
         return session
 
     def _open_socket(self, client: mqtt.Client) -> None:
+        if self._protocol is MQTTProtocolVersion.MQTTv311:
+            client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
+            return
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 0
         client.connect(self.settings.host, self.settings.port, self.settings.keepalive, clean_start=True,
@@ -251,7 +259,7 @@ class Publisher:
             session.connected.set_exception(ConnectionError(f"broker refused the connection: {reason}"))
         else:
             session.max_packet = max_packet
-            self.stats.protocol = "MQTT 5"
+            self.stats.protocol = "MQTT 5" if self._protocol is MQTTProtocolVersion.MQTTv5 else "MQTT 3.1.1"
             session.connected.set_result(True)
 
     def _on_lost(self, session: _Session, reason: str) -> None:
@@ -290,6 +298,7 @@ class Publisher:
                 self.stats.watchdog_reconnects += 1
                 self.event("ack_timeout", waited_s=self.settings.ack_timeout, in_flight=len(session.inflight))
                 return
+            self._report_drops()
             self._publish_events(session)
             if now >= self._pause_until:
                 self._fill_window(session, now - last_tick)
@@ -301,6 +310,14 @@ class Publisher:
                 await asyncio.wait_for(self._wake.wait(), timeout=0.2)
             except TimeoutError:
                 pass
+
+    def _report_drops(self) -> None:
+        """Readings evicted from a full buffer: an event now; the count also rides in the next batch."""
+        evicted = self.spool.evicted.evicted_readings
+        if evicted > self._dropped_reported:
+            self.event("data_dropped", readings=evicted - self._dropped_reported,
+                       dropped_total=self.spool.ring.dropped_total)
+            self._dropped_reported = evicted
 
     def _watchdog_fired(self, session: _Session, now: float) -> bool:
         if not session.inflight:

@@ -76,6 +76,7 @@ def test_broker_restart_mid_stream_loses_nothing(broker: Broker, tmp_path: Path)
             await asyncio.sleep(0.05)
         assert await wait_for(lambda: len(set(sub.seqs)) == produced, 30), (len(set(sub.seqs)), produced)
         assert await wait_for(lambda: ring.stats().batches - ring.pending_acks == 0 and spool.in_memory == 0, 20)
+        assert pub.stats.historical > 0  # what waited on disk went out flagged historical
         await pub.stop()
         task.cancel()
         ring.close()
@@ -307,3 +308,18 @@ def test_tail_prints_decoded_readings(broker: Broker, tmp_path: Path) -> None:
     assert any("gw-test status: " in line and '"online"' in line for line in out.splitlines())
     assert "gw-test/main-incomer voltage_l1=230.0 V" in lines[0]
     assert any("energy_import=12346.0 kWh" in line for line in lines)
+
+
+def test_settings_from_config_read_the_password_file_and_hide_it(tmp_path: Path) -> None:
+    from agent.config.models import MqttModel
+    from agent.publisher import BrokerSettings
+
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-value\n")
+    model = MqttModel(url="mqtts://platform.example:8883", topic_prefix="park", username="gw",
+                      password_file=str(secret))
+    settings = BrokerSettings.from_config(model, "gw-guian-01", "guian-ftz")
+    assert (settings.host, settings.port, settings.tls) == ("platform.example", 8883, True)
+    assert settings.client_id == "gw-guian-01" and settings.base_topic == "park/guian-ftz/gw-guian-01"
+    assert settings.password == "s3cret-value"
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
