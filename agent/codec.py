@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -274,3 +274,38 @@ def _unpack(payload: bytes) -> object:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as exc:
         raise FormatError(f"not msgpack: {exc}") from None
+
+
+def split(payload: bytes, max_bytes: int, next_seq: Callable[[], int]) -> list[bytes]:
+    """Cut an uncompressed batch into batches of at most `max_bytes`, by device and then by group,
+    without decoding values: t0 and the deltas stay valid. Each part gets a new sequence number;
+    `dropped_new` stays with the first part. A single group larger than `max_bytes` is left whole."""
+    header, devices = decode_header(payload)
+    pieces: list[list[object]] = []
+    for device_index, groups in devices:  # type: ignore[misc]
+        pieces += [[device_index, [group]] for group in groups]
+    parts: list[list[object]] = []
+    for piece in pieces:
+        candidate = _merge(parts[-1], piece) if parts else None
+        if candidate is not None and len(_pack(header, candidate, 0, 0)) <= max_bytes:
+            parts[-1] = candidate
+        else:
+            parts.append([piece])
+    out = []
+    for index, part in enumerate(parts):
+        out.append(_pack(header, part, next_seq(), header.dropped_new if index == 0 else 0))
+    return out
+
+
+def _merge(part: list[object], piece: list[object]) -> list[object]:
+    merged = [list(d) for d in part]  # type: ignore[call-overload]
+    if merged and merged[-1][0] == piece[0]:
+        merged[-1] = [piece[0], [*merged[-1][1], *piece[1]]]  # type: ignore[list-item]
+    else:
+        merged.append(piece)
+    return merged
+
+
+def _pack(h: Header, devices: list[object], seq: int, dropped_new: int) -> bytes:
+    return msgpack.packb([FORMAT_VERSION, h.flags, h.gateway, h.epoch, seq, h.schema_id, h.t0, h.dropped_total,
+                          dropped_new, h.boot, h.gap_ms, devices], use_bin_type=True)

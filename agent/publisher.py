@@ -36,9 +36,10 @@ from paho.mqtt.packettypes import PacketTypes
 
 from agent.buffer.ring import SealedBatch
 from agent.buffer.spool import Spool
-from agent.codec import compress, set_historical
+from agent.codec import compress, decode_header, set_historical, split
 
 MAX_EVENTS_KEPT = 1000
+PACKET_OVERHEAD = 16  # fixed header, length bytes, packet id, property length of a QoS 1 PUBLISH
 
 
 @dataclass(frozen=True)
@@ -345,6 +346,9 @@ class Publisher:
             self._tokens -= 1
 
     def _send(self, session: _Session, batch: SealedBatch, historical: bool) -> None:
+        if session.max_packet and len(batch.payload) + PACKET_OVERHEAD + len(self.topic("telemetry")) > session.max_packet:
+            self._split(session, batch)
+            return
         payload = set_historical(batch.payload) if historical else batch.payload
         if self.settings.compress:
             payload = compress(payload)
@@ -356,6 +360,20 @@ class Publisher:
         session.inflight[info.mid] = _InFlight(batch.seq, self.clock(), historical)
         self.stats.published += 1
         self.stats.historical += historical
+
+    def _split(self, session: _Session, batch: SealedBatch) -> None:
+        """Replace a batch the broker would refuse for its size by smaller ones (sent from disk)."""
+        assert session.max_packet is not None
+        limit = session.max_packet - PACKET_OVERHEAD - len(self.topic("telemetry"))
+        payloads = split(batch.payload, limit, self.spool.ring.allocate_seq)
+        parts = []
+        for payload in payloads:
+            header, devices = decode_header(payload)
+            count = sum(len(ts) * len(points) for _, groups in devices for points, ts, *_ in groups)  # type: ignore
+            parts.append(SealedBatch(header.seq, payload, count, batch.t_first, batch.t_last))
+        self.spool.replace(batch.seq, parts)
+        self._backlog_cursor = 0
+        self.event("batch_split", seq=batch.seq, parts=[p.seq for p in parts], max_packet=session.max_packet)
 
     def _publish_retained(self, session: _Session) -> None:
         session.client.publish(self.topic("schema"), self.schema_json, qos=1, retain=True)

@@ -34,7 +34,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 class Broker:
-    def __init__(self, directory: Path, acl: str | None = None, tls: dict[str, str] | None = None) -> None:
+    def __init__(self, directory: Path, acl: str | None = None, tls: dict[str, str] | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.extra = extra
         self.directory = directory
         self.port = free_port()
         self.acl = acl
@@ -47,6 +49,7 @@ class Broker:
                  f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
                  f"persistence_location {self.directory}/", "autosave_interval 1", "log_type error",
                  "log_type warning", "log_type notice", f"log_dest file {self.log}", "max_queued_messages 100000"]
+        lines += list(self.extra)
         if self.acl is not None:
             acl_file = self.directory / "acl"
             acl_file.write_text(self.acl)

@@ -69,6 +69,12 @@ class Spool:
             if self._acks_since is None:
                 self._acks_since = self.clock()
 
+    def replace(self, seq: int, parts: list[SealedBatch]) -> None:
+        """`seq` is too large for the broker: its parts take its place, on disk, in one commit."""
+        self._memory.pop(seq, None)
+        self.ring.ack(seq)
+        self._commit(parts)
+
     def refused(self, seq: int) -> None:
         """The broker refused `seq` (or it could not be handed to the client): keep it, on disk."""
         self._spill([seq])

@@ -323,3 +323,44 @@ def test_settings_from_config_read_the_password_file_and_hide_it(tmp_path: Path)
     assert settings.client_id == "gw-guian-01" and settings.base_topic == "park/guian-ftz/gw-guian-01"
     assert settings.password == "s3cret-value"
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+
+
+def test_batch_larger_than_the_brokers_packet_limit_is_split(tmp_path: Path) -> None:
+    """A broker announcing Maximum Packet Size 1500: a larger batch goes out as several smaller ones
+    with new sequence numbers, and every reading arrives."""
+    from agent.buffer import SealedBatch
+    from agent.codec import Batch, Group, Header, encode
+    from tests.vectors.generate import SCHEMA
+
+    data = tmp_path / "broker-data"
+    data.mkdir()
+    broker = Broker(data, extra=("max_packet_size 1500",)).start()
+    try:
+        sub = Subscriber(broker.port)
+
+        async def scenario() -> list:
+            ring, spool = open_spool(tmp_path / "buf")
+            pub = publisher(broker.port, spool)
+            task = asyncio.create_task(pub.run())
+            assert await wait_for(pub.connected.is_set, 10)
+            t0 = 1_763_700_000_000
+            groups = [Group([i % 3], [t0 + 1000 * r for r in range(100)], [[230.0 + r * 1.37 + i for r in range(100)]])
+                      for i in range(6)]
+            batch = Batch(Header("gw-test", ring.epoch, ring.allocate_seq(), SCHEMA.id, t0), [(0, groups)])
+            payload = encode(batch, SCHEMA)
+            assert len(payload) > 1500
+            spool.add(SealedBatch(batch.header.seq, payload, 600, t0, t0 + 99_000))
+            pub.nudge()
+            assert await wait_for(lambda: len(sub.readings()) == 600, 10), len(sub.readings())
+            await pub.stop()
+            task.cancel()
+            ring.close()
+            return list(pub.events) + sub.events
+
+        events = asyncio.run(scenario())
+        sub.close()
+        assert len(set(sub.seqs)) >= 2 and 1 not in sub.seqs  # the parts, never the oversize original
+        assert all(len(p) <= 1500 for p in sub.payloads)
+        assert any(e["event"] == "batch_split" for e in events)
+    finally:
+        broker.stop()
