@@ -182,16 +182,10 @@ class Ring:
     def _commit_body(self, batches: Sequence[SealedBatch], squeeze: bool) -> CommitResult:
         conn = self._conn
         delta_bytes = delta_batches = delta_readings = 0
-        for seq in self._pending_acks:
-            for size, readings in conn.execute("DELETE FROM batches WHERE seq=? RETURNING size, readings",
-                                               (seq,)):
-                delta_bytes -= size + ROW_OVERHEAD
-                delta_batches -= 1
-                delta_readings -= readings
         newest = self.last_committed_ts
-        for batch in batches:
-            for size, readings in conn.execute("DELETE FROM batches WHERE seq=? RETURNING size, readings",
-                                               (batch.seq,)):
+        # acknowledged batches go; a batch stored again under its seq (a growing draft) replaces itself
+        for seq in [*self._pending_acks, *(b.seq for b in batches)]:
+            for size, readings in conn.execute("DELETE FROM batches WHERE seq=? RETURNING size, readings", (seq,)):
                 delta_bytes -= size + ROW_OVERHEAD
                 delta_batches -= 1
                 delta_readings -= readings
