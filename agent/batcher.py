@@ -81,8 +81,20 @@ class Batcher:
             self.t_first = r.ts_ms if self.t_first is None else min(self.t_first, r.ts_ms)
             self.t_last = r.ts_ms if self.t_last is None else max(self.t_last, r.ts_ms)
 
+    def peek(self, header: Header) -> Sealed | None:
+        """The open batch as it stands, without closing it (a draft for the disk during outages)."""
+        return self._build(header)
+
     def seal(self, header: Header) -> Sealed | None:
-        """The open batch as a Batch with `header` (t0 is set here), or None if empty."""
+        """The open batch as a Batch with `header` (t0 is set here), or None if empty; starts a new one."""
+        sealed = self._build(header)
+        if sealed is not None:
+            self._rows = {}
+            self.count = 0
+            self.t_first = self.t_last = None
+        return sealed
+
+    def _build(self, header: Header) -> Sealed | None:
         if not self.count or self.t_first is None or self.t_last is None:
             return None
         devices = []
@@ -92,17 +104,13 @@ class Batcher:
         devices.sort(key=lambda d: d[0])
         head = Header(header.gateway, header.epoch, header.seq, self.schema.id, self.t_first, header.dropped_total,
                       header.dropped_new, header.boot, header.gap_ms, header.flags)
-        sealed = Sealed(Batch(head, devices), self.count, self.t_first, self.t_last)
-        self._rows = {}
-        self.count = 0
-        self.t_first = self.t_last = None
-        return sealed
+        return Sealed(Batch(head, devices), self.count, self.t_first, self.t_last)
 
 
 def _groups(points: dict[str, list[tuple[int, Value, int, int]]], point_index: dict[str, int]) -> list[Group]:
     by_stamps: dict[tuple[int, ...], Group] = {}
-    for name, rows in sorted(points.items(), key=lambda item: point_index[item[0]]):
-        rows.sort(key=lambda row: row[0])
+    for name, unsorted in sorted(points.items(), key=lambda item: point_index[item[0]]):
+        rows = sorted(unsorted, key=lambda row: row[0])
         stamps = tuple(row[0] for row in rows)
         group = by_stamps.get(stamps)
         if group is None:

@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
+    p = sub.add_parser("run", help="run the agent (the systemd service runs this)")
+    p.add_argument("-c", "--config", default="/etc/edge-agent/agent.yaml", help="agent.yaml")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("validate", help="check a config and every profile it uses")
     p.add_argument("-c", "--config", required=True, help="agent.yaml")
     p.set_defaults(func=cmd_validate)
@@ -109,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=float, default=2.0, help="seconds between rounds")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import run
+
+    return run(args.config)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

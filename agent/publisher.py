@@ -121,6 +121,7 @@ class Publisher:
         self.clock = clock
         self.stats = PublisherStats()
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS_KEPT)
+        self._latest: dict[str, str] = {}  # topic leaf -> JSON to publish once (metrics, schema updates)
         self._wake = asyncio.Event()
         self._stopping = False
         self._failures = 0
@@ -148,6 +149,18 @@ class Publisher:
         self.events.append({"event": kind, "ts": int(time.time() * 1000), **details})
         self._wake.set()
 
+    def publish_json(self, leaf: str, payload: dict[str, Any]) -> None:
+        """Publish a JSON document on `<base>/<leaf>` when connected (only the latest is kept)."""
+        self._latest[leaf] = json.dumps(payload)
+        self._wake.set()
+
+    def set_schema(self, schema_json: str) -> None:
+        """A reload changed the schema: publish it retained before the batches that use it."""
+        if schema_json != self.schema_json:
+            self.schema_json = schema_json
+            if self._session is not None and self.connected.is_set():
+                self._session.client.publish(self.topic("schema"), schema_json, qos=1, retain=True)
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -163,14 +176,14 @@ class Publisher:
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Publish status offline (best effort) and close the session."""
-        self._stopping = True
         session = self._session
-        if session is not None and self.connected.is_set():
+        if session is not None and self.connected.is_set():  # the session stays up until this is acknowledged
             offline = json.dumps({"state": "offline", "reason": "shutdown"})
             info = session.client.publish(self.topic("status"), offline, qos=1, retain=True)
             deadline = time.monotonic() + timeout
-            while not info.is_published() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            while not info.is_published() and time.monotonic() < deadline and not session.lost.is_set():
+                await asyncio.sleep(0.01)
+        self._stopping = True
         self._wake.set()
         if session is not None:
             self._close(session)
@@ -383,6 +396,9 @@ class Publisher:
     def _publish_events(self, session: _Session) -> None:
         while self.events:
             session.client.publish(self.topic("events"), json.dumps(self.events.popleft()), qos=1)
+        while self._latest:
+            leaf, payload = self._latest.popitem()
+            session.client.publish(self.topic(leaf), payload, qos=0)
 
     def _note_down(self, reason: str) -> None:
         if self._failures == 0:

@@ -46,12 +46,16 @@ class Spool:
         self._acks_since: float | None = None  # when the oldest pending disk acknowledgement arrived
         self.commits = 0
         self.evicted = CommitResult()
+        self._held: int | None = None  # seq of the open batch's draft: on disk, not to be published yet
 
     # ------------------------------------------------------------------ inputs
 
     def add(self, batch: SealedBatch) -> None:
         """A newly sealed batch."""
-        if self.mode is BufferMode.ALWAYS:
+        if batch.seq == self._held:  # the final version of a draft replaces it on disk at once
+            self._held = None
+            self._commit([batch])
+        elif self.mode is BufferMode.ALWAYS:
             self._commit([batch])
         elif self.connected and not self.ring.backlog and not self._unwritten:
             self._memory[batch.seq] = _Held(batch, self.clock())
@@ -74,6 +78,12 @@ class Spool:
         self._memory.pop(seq, None)
         self.ring.ack(seq)
         self._commit(parts)
+
+    def draft(self, batch: SealedBatch) -> None:
+        """The open batch so far, committed under its final seq and held back from publishing until
+        sealed: a power cut during an outage then loses only what came after the last draft."""
+        self._held = batch.seq
+        self._commit([batch])
 
     def refused(self, seq: int) -> None:
         """The broker refused `seq` (or it could not be handed to the client): keep it, on disk."""
@@ -114,7 +124,7 @@ class Spool:
     def backlog(self, after: int = 0) -> Iterator[SealedBatch]:
         """Disk batches not yet acknowledged, oldest first (streaming)."""
         self._flush_unwritten()
-        return self.ring.unacked(after)
+        return (batch for batch in self.ring.unacked(after) if batch.seq != self._held)
 
     @property
     def in_memory(self) -> int:

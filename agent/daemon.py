@@ -1,0 +1,402 @@
+"""`edge-agent run`: the whole pipeline in one asyncio process, with uvicorn's shape —
+startup, a tick loop, graceful shutdown.
+
+    buses -> scheduled polls (apscheduler) -> readings -> Batcher -> sealed batches -> Spool/Ring
+          -> Publisher (MQTT)
+
+Startup opens the buffer (recovering it if needed), builds the devices from the config, starts
+the publisher and the scheduler, and tells systemd READY=1. The tick loop (1 s) pings the
+watchdog, watches the clock, drives the buffer's timers, keeps a draft of the open batch on disk
+during outages and publishes metrics. SIGTERM/SIGINT stop polling, seal the open batch, commit
+everything unacknowledged, publish status offline and exit 0 within a few seconds; SIGHUP
+reloads the config, keeping the old one if the new one is invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent import __version__, log
+from agent.batcher import Batcher, build_schema
+from agent.buffer import Ring, SealedBatch, Spool
+from agent.clock import JumpDetector, synchronized
+from agent.codec import Header, WireSchema, encode
+from agent.config import LoadedConfig, load_config
+from agent.drivers.bus import Bus
+from agent.drivers.device import DeviceReader, Health
+from agent.drivers.urls import parse_bus_url
+from agent.errors import ConfigError
+from agent.publisher import BrokerSettings, Publisher
+from agent.sdnotify import Notifier
+
+TICK = 1.0
+METRICS_EVERY = 60.0
+FAILURE_SUMMARY_EVERY = 600.0
+STOP_BUDGET = 4.0  # seconds for the whole shutdown; systemd's TimeoutStopSec is larger
+
+
+@dataclass
+class DeviceState:
+    reader: DeviceReader
+    overruns: int = 0
+    failing_since: float | None = None
+    last_summary: float = 0.0
+    failures_since_summary: int = 0
+
+
+@dataclass
+class Pipeline:
+    """What a config builds: replaced as a whole on reload."""
+
+    loaded: LoadedConfig
+    schema: WireSchema
+    buses: dict[str, Bus]
+    devices: dict[str, DeviceState] = field(default_factory=dict)
+
+
+def aligned_start(interval: float, now: float | None = None) -> datetime:
+    """The next wall-clock multiple of `interval` (a 15 min interval reads at :00, :15, ...)."""
+    now = time.time() if now is None else now
+    return datetime.fromtimestamp(math.ceil(now / interval) * interval, UTC)
+
+
+class Agent:
+    def __init__(self, config_path: str | Path) -> None:
+        self.config_path = Path(config_path)
+        self.log = log.get("agent")
+        self.notifier = Notifier()
+        self.stop_requested = asyncio.Event()
+        self.scheduler: AsyncIOScheduler | None = None
+        self.pipeline: Pipeline | None = None
+        self.publisher: Publisher | None = None
+        self.ring: Ring | None = None
+        self.spool: Spool | None = None
+        self.batcher: Batcher | None = None
+        self.clock = JumpDetector()
+        self._open_seq: int | None = None  # seq of the open batch once a draft of it is on disk
+        self._draft_count = 0
+        self._dropped_reported = 0
+        self._first_batch = True
+        self._unsynced_since: float | None = None
+        self._last_metrics = 0.0
+        self._publisher_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def serve(self) -> int:
+        loaded = load_config(self.config_path)
+        self._install_signals()
+        buffer = loaded.config.buffer
+        self.ring = Ring.open(buffer.path, buffer.max_bytes, buffer.min_free_bytes)
+        self.spool = Spool(self.ring, buffer.mode, buffer.spill_after, buffer.outage_commit)
+        self._dropped_reported = self.ring.dropped_total
+        self.pipeline = self._build(loaded)
+        self.batcher = Batcher(self.pipeline.schema)
+        self._start_publisher(loaded)
+        if self.ring.recovery.happened:
+            r = self.ring.recovery
+            self._event("buffer_lost", reason=r.reason, moved_to=str(r.moved_to), salvaged_batches=r.salvaged_batches,
+                        lost_batches=r.lost_batches, lost_readings=r.lost_readings)
+        self._start_scheduler()
+        self.log.info("started", version=__version__, devices=len(self.pipeline.devices),
+                      buffer=str(self.ring.directory), backlog=self.ring.backlog, boot=self.ring.boot_count)
+        self.notifier.ready(self._status_line())
+        try:
+            await self._tick_loop()
+        finally:
+            await self._shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+
+    def _on_stop_signal(self) -> None:
+        if self.stop_requested.is_set():
+            os._exit(1)  # a second signal while stopping: the operator wants out now
+        self.stop_requested.set()
+
+    async def _tick_loop(self) -> None:
+        interval = min(TICK, self.notifier.watchdog_interval or TICK)
+        while not self.stop_requested.is_set():
+            self.notifier.watchdog()  # from the loop itself: a hung loop stops the pings
+            self._tick()
+            try:
+                await asyncio.wait_for(self.stop_requested.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    def _tick(self) -> None:
+        assert self.spool is not None
+        self._watch_clock()
+        self._commit_draft()
+        self.spool.tick()
+        now = time.monotonic()
+        if now - self._last_metrics >= METRICS_EVERY:
+            self._last_metrics = now
+            self._publish_metrics()
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        deadline = time.monotonic() + STOP_BUDGET
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # let polls that are mid-flight finish their current step
+        self.seal()
+        assert self.spool is not None and self.ring is not None
+        self.spool.close()
+        if self.publisher is not None:
+            await self.publisher.stop(timeout=max(0.1, deadline - time.monotonic() - 0.5))
+        if self._publisher_task is not None:
+            self._publisher_task.cancel()
+        if self.pipeline is not None:
+            await self._close_buses(self.pipeline)
+        self.ring.close()
+        self.log.info("stopped", backlog_batches=self.ring.backlog,
+                      took_s=round(time.monotonic() - deadline + STOP_BUDGET, 3))
+
+    # ------------------------------------------------------------------ building
+
+    def _build(self, loaded: LoadedConfig) -> Pipeline:
+        config = loaded.config
+        buses = {bus.name: Bus(bus.name, parse_bus_url(bus.url)) for bus in config.buses}
+        enabled = [d for d in loaded.devices if d.config.enabled]
+        schema = build_schema(config.gateway.id, enabled)
+        pipeline = Pipeline(loaded, schema, buses)
+        for setup in enabled:
+            reader = DeviceReader(setup.config.id, setup.config.unit, setup.profile.points, setup.timing,
+                                  buses[setup.config.bus], dict(setup.config.constants))
+            pipeline.devices[setup.config.id] = DeviceState(reader)
+        return pipeline
+
+    def _start_publisher(self, loaded: LoadedConfig) -> None:
+        config = loaded.config
+        if config.mqtt is None or self.spool is None or self.pipeline is None:
+            return
+        settings = BrokerSettings.from_config(config.mqtt, config.gateway.id, config.gateway.site)
+        self.publisher = Publisher(settings, self.spool, self._status, self.pipeline.schema.to_json())
+        self._publisher_task = asyncio.create_task(self.publisher.run(), name="publisher")
+
+    def _start_scheduler(self) -> None:
+        assert self.pipeline is not None
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.scheduler.add_listener(self._on_overrun, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._schedule(self.pipeline)
+        config = self.pipeline.loaded.config
+        window = config.mqtt.batch_interval if config.mqtt else 10.0
+        self.scheduler.add_job(self.seal, IntervalTrigger(seconds=window, start_date=aligned_start(window)),
+                               id="seal", max_instances=1, coalesce=True, misfire_grace_time=max(1, math.ceil(window)))
+        self.scheduler.start()
+
+    def _schedule(self, pipeline: Pipeline) -> None:
+        assert self.scheduler is not None
+        for device_id, state in pipeline.devices.items():
+            interval = next(d.config.interval for d in pipeline.loaded.devices if d.config.id == device_id)
+            self.scheduler.add_job(self._poll, IntervalTrigger(seconds=interval, start_date=aligned_start(interval)),
+                                   args=[state], id=f"poll:{device_id}", max_instances=1, coalesce=True,
+                                   misfire_grace_time=max(1, math.ceil(interval)))
+
+    def _on_overrun(self, event: JobExecutionEvent) -> None:
+        """A poll still running when its next turn came: counted and coalesced, never queued."""
+        if self.pipeline and event.job_id.startswith("poll:"):
+            state = self.pipeline.devices.get(event.job_id[5:])
+            if state is not None:
+                state.overruns += 1
+
+    # ------------------------------------------------------------------ the data path
+
+    async def _poll(self, state: DeviceState) -> None:
+        assert self.batcher is not None
+        try:
+            result = await state.reader.poll()
+        except Exception as exc:  # noqa: BLE001 - one device's bug must not stop its schedule
+            self.log.error("poll crashed", device=state.reader.device_id, error=repr(exc))
+            return
+        self.batcher.add(result.readings)
+        self._note_health(state, result.transition, result.error, result.answered or result.skipped)
+
+    def _note_health(self, state: DeviceState, transition: Health | None, error: str, answered: bool) -> None:
+        device = state.reader.device_id
+        if transition is Health.OFFLINE:
+            self.log.warning("device offline", device=device, error=error)
+            self._event("device_offline", device=device, error=error)
+        elif transition is Health.ONLINE:
+            self.log.info("device online", device=device)
+            self._event("device_online", device=device)
+        now = time.monotonic()
+        if error and not answered:
+            if state.failing_since is None:
+                state.failing_since = state.last_summary = now
+                self.log.warning("device failing", device=device, error=error)  # the first error, in full
+            state.failures_since_summary += 1
+            if now - state.last_summary >= FAILURE_SUMMARY_EVERY:
+                self.log.warning("device still failing", device=device, failed_polls=state.failures_since_summary,
+                                 since_s=round(now - state.failing_since), last_error=error)
+                state.last_summary, state.failures_since_summary = now, 0
+        elif answered:
+            state.failing_since = None
+            state.failures_since_summary = 0
+
+    def seal(self) -> None:
+        """Close the open batch: encode it and hand it to the buffer."""
+        sealed_batch = self._encode_open(final=True)
+        if sealed_batch is None:
+            return
+        assert self.spool is not None
+        self.spool.add(sealed_batch)
+        self._open_seq = None
+        self._draft_count = 0
+        if self.publisher is not None:
+            self.publisher.nudge()
+
+    def _encode_open(self, final: bool) -> SealedBatch | None:
+        assert self.batcher is not None and self.ring is not None and self.pipeline is not None
+        if not self.batcher.count:
+            return None
+        seq = self._open_seq if self._open_seq is not None else self.ring.allocate_seq()
+        dropped_total = self.ring.dropped_total
+        gap = None
+        if self._first_batch and self.ring.last_committed_ts is not None and self.batcher.t_first is not None:
+            gap = max(0, self.batcher.t_first - self.ring.last_committed_ts)
+        header = Header(self.pipeline.loaded.config.gateway.id, self.ring.epoch, seq, self.pipeline.schema.id, 0,
+                        dropped_total, dropped_total - self._dropped_reported, self.ring.boot_count, gap)
+        sealed = self.batcher.seal(header) if final else self.batcher.peek(header)
+        if sealed is None:
+            return None
+        if final:
+            self._dropped_reported = dropped_total
+            self._first_batch = False
+        return SealedBatch(seq, encode(sealed.batch, self.pipeline.schema), sealed.readings, sealed.t_first,
+                           sealed.t_last)
+
+    def _commit_draft(self) -> None:
+        """During an outage, the open batch goes to disk every tick as a draft under its final seq,
+        so a power cut loses at most one tick of readings, not a whole batch window."""
+        assert self.spool is not None and self.batcher is not None
+        if self.spool.connected or not self.batcher.count or self.batcher.count == self._draft_count:
+            return
+        draft = self._encode_open(final=False)
+        if draft is None:
+            return
+        self._open_seq = draft.seq
+        self._draft_count = self.batcher.count
+        self.spool.draft(draft)
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> None:
+        """SIGHUP: apply a valid new config; keep running on the old one if it is not."""
+        try:
+            loaded = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
+            self.log.error("config reload failed; keeping the running config", problems=problems)
+            self._event("config_reload_failed", problems=problems[:20])
+            return
+        assert self.pipeline is not None and self.scheduler is not None
+        old = self.pipeline
+        for device_id in old.devices:
+            self.scheduler.remove_job(f"poll:{device_id}")
+        self.seal()  # the open batch belongs to the old schema
+        await self._close_buses(old)
+        self.pipeline = self._build(loaded)
+        self.batcher = Batcher(self.pipeline.schema)
+        self._schedule(self.pipeline)
+        if self.publisher is not None:
+            self.publisher.set_schema(self.pipeline.schema.to_json())
+        restart_needed = loaded.config.buffer != old.loaded.config.buffer or loaded.config.mqtt != old.loaded.config.mqtt
+        self.log.info("config reloaded", devices=len(self.pipeline.devices), restart_needed_for=(
+            "buffer/mqtt changes" if restart_needed else None))
+        self._event("config_reloaded", config_hash=loaded.digest[:16], devices=len(self.pipeline.devices),
+                    restart_needed=restart_needed)
+
+    async def _close_buses(self, pipeline: Pipeline) -> None:
+        for bus in pipeline.buses.values():
+            await bus.close()
+
+    # ------------------------------------------------------------------ clock, metrics, events
+
+    def _watch_clock(self) -> None:
+        jump = self.clock.check()
+        if jump is not None:
+            self.log.warning("clock jump", seconds=round(jump.seconds, 3))
+            self._event("clock_jump", seconds=round(jump.seconds, 3), unsynchronized_since=self._unsynced_since)
+            if self.scheduler is not None and self.pipeline is not None:
+                self._realign()
+        in_sync = synchronized()
+        if not in_sync and self._unsynced_since is None:
+            self._unsynced_since = time.time()
+            self._event("clock_unsynchronized", since_ms=int(self._unsynced_since * 1000))
+        elif in_sync and self._unsynced_since is not None:
+            self._event("clock_synchronized", unsynchronized_from_ms=int(self._unsynced_since * 1000),
+                        until_ms=int(time.time() * 1000))
+            self._unsynced_since = None
+
+    def _realign(self) -> None:
+        """After a jump the interval triggers' next run times are wrong (a backward jump would stall
+        them): reschedule every job from now."""
+        assert self.scheduler is not None
+        for job in self.scheduler.get_jobs():
+            trigger = job.trigger
+            if isinstance(trigger, IntervalTrigger):
+                seconds = trigger.interval.total_seconds()
+                job.reschedule(IntervalTrigger(seconds=seconds, start_date=aligned_start(seconds)))
+
+    def _status(self) -> dict[str, Any]:
+        assert self.pipeline is not None
+        return {"version": __version__, "config_hash": self.pipeline.loaded.digest[:16],
+                "schema_id": self.pipeline.schema.id, "devices": sorted(self.pipeline.devices)}
+
+    def _status_line(self) -> str:
+        assert self.pipeline is not None and self.ring is not None
+        online = sum(s.reader.health is Health.ONLINE for s in self.pipeline.devices.values())
+        return f"{online}/{len(self.pipeline.devices)} devices online, backlog {self.ring.backlog} batches"
+
+    def metrics(self) -> dict[str, Any]:
+        assert self.pipeline is not None and self.ring is not None and self.spool is not None
+        stats = self.ring.stats()
+        devices = {}
+        for device_id, state in self.pipeline.devices.items():
+            s = state.reader.stats
+            devices[device_id] = {"health": state.reader.health.value, "polls": s.polls, "requests": s.requests,
+                                  "timeouts": s.timeouts, "exceptions": s.exceptions, "bus_errors": s.bus_errors,
+                                  "skipped": s.skipped, "overruns": state.overruns,
+                                  "latency_ms": round(s.last_latency * 1000, 1)}
+        publisher = self.publisher.stats.__dict__ if self.publisher else None
+        return {"ts": int(time.time() * 1000), "devices": devices,
+                "buffer": {"batches": stats.batches, "bytes": stats.bytes, "readings": stats.readings,
+                           "oldest_ms": stats.oldest_ts, "dropped_total": stats.dropped_total,
+                           "in_memory": self.spool.in_memory},
+                "publisher": publisher,
+                "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+    def _publish_metrics(self) -> None:
+        self.notifier.status(self._status_line())
+        if self.publisher is not None:
+            self.publisher.publish_json("metrics", self.metrics())
+
+    def _event(self, kind: str, **details: Any) -> None:
+        if self.publisher is not None:
+            self.publisher.event(kind, **details)
+        else:
+            self.log.info("event", kind=kind, **details)
+
+
+def run(config_path: str) -> int:
+    log.configure()
+    return asyncio.run(Agent(config_path).serve())
