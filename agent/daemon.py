@@ -45,6 +45,7 @@ from agent.sdnotify import Notifier
 TICK = 1.0
 METRICS_EVERY = 60.0
 FAILURE_SUMMARY_EVERY = 600.0
+HANG_SECONDS = 5.0  # EDGE_AGENT_FAULTS=hang-on-usr1: SIGUSR1 blocks the event loop this long
 STOP_BUDGET = 4.0  # seconds for the whole shutdown; systemd's TimeoutStopSec is larger
 
 
@@ -125,6 +126,8 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        if "hang-on-usr1" in os.environ.get("EDGE_AGENT_FAULTS", ""):  # fault injection for tests and HIL
+            loop.add_signal_handler(signal.SIGUSR1, lambda: time.sleep(HANG_SECONDS))
 
     def _on_stop_signal(self) -> None:
         if self.stop_requested.is_set():

@@ -1,0 +1,192 @@
+"""`edge-agent run` as a real subprocess against pymodbus servers and a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.codec import WireSchema, decode
+from agent.config import ProfileLibrary
+from agent.simulate import SimulatedDevice
+from tests.broker import Broker
+from tests.conftest import SimThread
+
+REPO = Path(__file__).resolve().parents[2]
+PINNED = {"voltage_l1": 231.5, "active_power": 8612.5, "energy_import": 12345.5}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+def write_config(path: Path, modbus_port: int, mqtt_port: int, buffer: Path, interval: str = "1s",
+                 batch: str = "1s") -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        gateway: {{id: gw-test, site: test-site}}
+        buses: [{{name: plant, url: "tcp://127.0.0.1:{modbus_port}"}}]
+        devices:
+          - {{id: main-incomer, bus: plant, unit: 1, profile: eastron/sdm630, interval: {interval}}}
+        mqtt: {{url: "mqtt://127.0.0.1:{mqtt_port}", topic_prefix: park, batch_interval: {batch}}}
+        buffer: {{path: "{buffer}", max_bytes: 16MiB, min_free_bytes: 1MiB}}
+        """))
+    return path
+
+
+def start_agent(config: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env})
+
+
+class Platform:
+    """The platform side: a persistent-session subscriber that decodes with the retained schema."""
+
+    def __init__(self, port: int) -> None:
+        from tests.mqtt.harness import Subscriber
+
+        self.sub = Subscriber(port, client_id="platform-daemon-test")
+
+    def readings(self) -> list:
+        if self.sub.schema is None:
+            return []
+        schema = WireSchema.from_json(self.sub.schema)
+        with self.sub.lock:
+            payloads = list(self.sub.payloads)
+        return [r for p in payloads for r in decode(p, schema)]
+
+    def wait(self, predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.1)
+        return bool(predicate())
+
+
+def test_readings_arrive_with_the_servers_values_on_aligned_ticks(sim: SimThread, broker: Broker,
+                                                                  tmp_path: Path) -> None:
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
+    platform = Platform(broker.port)
+    agent = start_agent(write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf"))
+    try:
+        assert platform.wait(lambda: len([r for r in platform.readings() if r.point == "voltage_l1"]) >= 4, 20)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(10)
+    platform.sub.close()
+    assert agent.returncode == 0, err
+    volts = [r for r in platform.readings() if r.point == "voltage_l1"]
+    assert all(r.value == 231.5 and r.unit == "V" and r.quality == "ok" for r in volts)
+    power = [r for r in platform.readings() if r.point == "active_power"]
+    assert power and all(r.value == 8612.5 for r in power)
+    stamps = sorted(r.ts for r in volts)
+    assert all(b - a >= 900 for a, b in zip(stamps, stamps[1:], strict=False))  # 1 s interval, no doubles
+    assert all(ts % 1000 < 500 for ts in stamps)  # aligned to the second (+ the request's own latency)
+    assert any(s.get("state") == "online" for s in platform.sub.status)
+    assert platform.sub.status[-1] == {"state": "offline", "reason": "shutdown"}
+
+
+def test_sigterm_during_an_outage_loses_nothing(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
+    """Broker down; the agent polls for a while and is stopped; started again with the broker back,
+    every second it polled reaches the platform."""
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
+    platform = Platform(broker.port)
+    config = write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf", batch="5s")
+    broker.stop()
+    agent = start_agent(config)
+    time.sleep(4.5)
+    started = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    out, err = agent.communicate(10)
+    stop_seconds = time.monotonic() - started
+    assert agent.returncode == 0, err
+    assert stop_seconds < 5.0
+    broker.start()
+    agent = start_agent(config)
+    try:
+        assert platform.wait(lambda: len({r.ts // 1000 for r in platform.readings() if r.point == "voltage_l1"}) >= 6,
+                             20)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(10)
+    platform.sub.close()
+    seconds = sorted({r.ts // 1000 for r in platform.readings() if r.point == "voltage_l1"})
+    first_run = [s for s in seconds if s <= seconds[0] + 3]
+    assert len(first_run) >= 4  # the outage's polls were kept and delivered, one per second, no hole
+    assert all(b - a == 1 for a, b in zip(first_run, first_run[1:], strict=False))
+
+
+def test_sighup_with_a_broken_config_keeps_running(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
+    platform = Platform(broker.port)
+    config = write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf")
+    agent = start_agent(config)
+    try:
+        assert platform.wait(lambda: len(platform.readings()) > 0, 20)
+        config.write_text(config.read_text().replace("interval: 1s", "intervall: 1s"))
+        agent.send_signal(signal.SIGHUP)
+        assert platform.wait(lambda: any(e["event"] == "config_reload_failed" for e in platform.sub.events), 10)
+        before = len(platform.readings())
+        assert platform.wait(lambda: len(platform.readings()) > before + 21, 10)  # still polling, old config
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(10)
+    platform.sub.close()
+    failed = next(e for e in platform.sub.events if e["event"] == "config_reload_failed")
+    assert any("intervall" in p and "agent.yaml:4" in p for p in failed["problems"])
+    assert "config reload failed" in err
+
+
+def test_ready_and_watchdog_on_notify_socket_and_a_hung_loop_stops_the_pings(sim: SimThread, broker: Broker,
+                                                                              tmp_path: Path) -> None:
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"))})
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(0.2)
+    agent = start_agent(write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf"),
+                        NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000", EDGE_AGENT_FAULTS="hang-on-usr1")
+    messages: list[tuple[float, str]] = []
+
+    def collect(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                messages.append((time.monotonic(), sock.recv(4096).decode()))
+            except TimeoutError:
+                pass
+
+    try:
+        collect(3.0)
+        assert any(m.startswith("READY=1") for _, m in messages)
+        pings_before = sum("WATCHDOG=1" in m for _, m in messages)
+        assert pings_before >= 4  # every 0.5 s (half of WATCHDOG_USEC)
+        hang_started = time.monotonic()
+        agent.send_signal(signal.SIGUSR1)  # blocks the event loop for 5 s
+        collect(6.0)
+        pings = [t for t, m in messages if "WATCHDOG=1" in m and t > hang_started]
+        assert pings, "pings resume after the hang"
+        assert pings[0] - hang_started >= 4.0  # no ping while the loop was stuck
+        agent.send_signal(signal.SIGTERM)
+        collect(1.5)
+        assert any("STOPPING=1" in m for _, m in messages)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(10)
+        sock.close()
+    assert agent.returncode == 0

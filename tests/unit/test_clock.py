@@ -1,0 +1,31 @@
+"""Clock safety and scheduling alignment (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from agent.clock import JumpDetector
+from agent.daemon import aligned_start
+
+
+def test_jump_detector_reports_wall_clock_jumps_only() -> None:
+    detector = JumpDetector(tolerance=2.0)
+    detector.check(wall=1000.0, mono=10.0)
+    assert detector.check(wall=1001.0, mono=11.0) is None  # both moved together
+    assert detector.check(wall=1002.5, mono=12.0) is None  # 0.5 s drift: NTP slewing, not a jump
+    jump = detector.check(wall=1_800_000_000.0, mono=13.0)  # NTP sets a Pi's clock from 1970-ish boot time
+    assert jump is not None and jump.seconds == pytest.approx(1_800_000_000.0 - 1002.5 - 1.0)
+    back = detector.check(wall=1_799_999_900.0, mono=14.0)
+    assert back is not None and back.seconds == pytest.approx(-101.0)
+
+
+@pytest.mark.parametrize(("interval", "now", "expected"), [
+    (900.0, datetime(2026, 11, 21, 10, 7, 3, tzinfo=UTC).timestamp(), datetime(2026, 11, 21, 10, 15, tzinfo=UTC)),
+    (10.0, datetime(2026, 11, 21, 10, 7, 3, tzinfo=UTC).timestamp(), datetime(2026, 11, 21, 10, 7, 10, tzinfo=UTC)),
+    (1.0, datetime(2026, 11, 21, 10, 7, 3, 500000, tzinfo=UTC).timestamp(), datetime(2026, 11, 21, 10, 7, 4, tzinfo=UTC)),
+])
+def test_polls_align_to_wall_clock_boundaries(interval: float, now: float, expected: datetime) -> None:
+    """A 15-minute interval reads at :00, :15, ... so meters across gateways line up."""
+    assert aligned_start(interval, now) == expected
