@@ -18,7 +18,7 @@ from agent.errors import ConfigError, Problem
 from agent.types import DataType, DeviceTiming, PointKind, PointSpec
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "firmware-profiles"
-SYSTEM_DIR = Path("/usr/share/edge-agent/firmware-profiles")
+SYSTEM_DIR = Path("/usr/share/edge-agent/firmware-profiles")  # where systemd/install.sh puts them
 
 
 @dataclass(frozen=True)
