@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 STA_UNSYNC = 0x0040
@@ -60,12 +61,14 @@ class Jump:
 class JumpDetector:
     """Feed `check()` every tick; it reports when wall time moved against monotonic time."""
 
-    def __init__(self, tolerance: float = 2.0) -> None:
+    def __init__(self, tolerance: float = 2.0, wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:
         self.tolerance = tolerance
-        self._offset = time.time() - time.monotonic()
+        self._wall, self._mono = wall, mono
+        self._offset = wall() - mono()
 
     def check(self, wall: float | None = None, mono: float | None = None) -> Jump | None:
-        offset = (time.time() if wall is None else wall) - (time.monotonic() if mono is None else mono)
+        offset = (self._wall() if wall is None else wall) - (self._mono() if mono is None else mono)
         delta = offset - self._offset
         self._offset = offset
         return Jump(delta) if abs(delta) > self.tolerance else None

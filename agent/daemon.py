@@ -394,10 +394,9 @@ class Agent:
             self.publisher.publish_json("metrics", self.metrics())
 
     def _event(self, kind: str, **details: Any) -> None:
+        self.log.info("event", kind=kind, **details)
         if self.publisher is not None:
             self.publisher.event(kind, **details)
-        else:
-            self.log.info("event", kind=kind, **details)
 
 
 def run(config_path: str) -> int:

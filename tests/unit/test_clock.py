@@ -29,3 +29,21 @@ def test_jump_detector_reports_wall_clock_jumps_only() -> None:
 def test_polls_align_to_wall_clock_boundaries(interval: float, now: float, expected: datetime) -> None:
     """A 15-minute interval reads at :00, :15, ... so meters across gateways line up."""
     assert aligned_start(interval, now) == expected
+
+
+def test_a_clock_jump_raises_the_event_and_realigns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The daemon's clock watch: NTP moves the wall clock an hour; the event says by how much."""
+    import structlog.testing
+
+    from agent.clock import JumpDetector
+    from agent.daemon import Agent
+
+    wall = [1_000_000.0]
+    agent = Agent(tmp_path / "unused.yaml")
+    agent.clock = JumpDetector(wall=lambda: wall[0], mono=lambda: 50.0)
+    with structlog.testing.capture_logs() as logs:
+        agent._watch_clock()  # noqa: SLF001
+        wall[0] += 3600.0
+        agent._watch_clock()  # noqa: SLF001
+    jumps = [entry for entry in logs if entry.get("kind") == "clock_jump"]
+    assert len(jumps) == 1 and jumps[0]["seconds"] == 3600.0
