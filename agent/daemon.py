@@ -227,6 +227,8 @@ class Agent:
         assert self.batcher is not None
         try:
             result = await state.reader.poll()
+        except asyncio.CancelledError:
+            return  # shutting down: the loop is cancelling what is left; nothing to report
         except Exception as exc:  # noqa: BLE001 - one device's bug must not stop its schedule
             self.log.error("poll crashed", device=state.reader.device_id, error=repr(exc))
             return

@@ -30,9 +30,9 @@ class Notifier:
         if self._socket is None:
             return
         try:
-            self._socket.sendto("\n".join(fields).encode(), self._address)
+            self._socket.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self._address)
         except OSError:
-            pass  # systemd gone or socket full: never take the agent down for this
+            pass  # systemd gone or its queue full: never block or take the agent down for this
 
     def ready(self, status: str) -> None:
         self.notify("READY=1", f"STATUS={status}")
