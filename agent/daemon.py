@@ -15,12 +15,13 @@ reloads the config, keeping the old one if the new one is invalid.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import math
 import os
 import resource
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from agent.drivers.device import DeviceReader, Health
 from agent.drivers.urls import parse_bus_url
 from agent.errors import ConfigError
 from agent.publisher import BrokerSettings, Publisher
+from agent.types import PointSpec
 from agent.sdnotify import Notifier
 
 TICK = 1.0
@@ -51,7 +53,10 @@ STOP_BUDGET = 4.0  # seconds for the whole shutdown; systemd's TimeoutStopSec is
 
 @dataclass
 class DeviceState:
+    """One scheduled reader: a device, or the group of its points that has its own interval."""
+
     reader: DeviceReader
+    interval: float
     overruns: int = 0
     failing_since: float | None = None
     last_summary: float = 0.0
@@ -66,6 +71,22 @@ class Pipeline:
     schema: WireSchema
     buses: dict[str, Bus]
     devices: dict[str, DeviceState] = field(default_factory=dict)
+
+
+def split_by_interval(points: dict[str, PointSpec], interval: float,
+                      intervals: dict[str, float]) -> dict[float, dict[str, PointSpec]]:
+    """Points per poll interval (the first matching pattern wins, the rest use `interval`). A point
+    that others need (a CT ratio, a scale factor) is also read, hidden, with each group that needs it."""
+    chosen = {name: next((i for pattern, i in intervals.items() if fnmatch.fnmatch(name, pattern)), interval)
+              for name in points}
+    groups: dict[float, dict[str, PointSpec]] = {}
+    for name, spec in points.items():
+        groups.setdefault(chosen[name], {})[name] = spec
+    for group in groups.values():
+        for spec in list(group.values()):
+            for ref in (*spec.multiply_by, *([spec.scale_factor] if spec.scale_factor else [])):
+                group.setdefault(ref, replace(points[ref], hidden=True))
+    return dict(sorted(groups.items()))
 
 
 def aligned_start(interval: float, now: float | None = None) -> datetime:
@@ -182,9 +203,13 @@ class Agent:
         schema = build_schema(config.gateway.id, enabled)
         pipeline = Pipeline(loaded, schema, buses)
         for setup in enabled:
-            reader = DeviceReader(setup.config.id, setup.config.unit, setup.profile.points, setup.timing,
-                                  buses[setup.config.bus], dict(setup.config.constants))
-            pipeline.devices[setup.config.id] = DeviceState(reader)
+            device = setup.config
+            groups = split_by_interval(setup.profile.points, device.interval, dict(device.intervals))
+            for interval, points in groups.items():
+                reader = DeviceReader(device.id, device.unit, points, setup.timing, buses[device.bus],
+                                      dict(device.constants))
+                key = device.id if interval == device.interval else f"{device.id}@{interval:g}s"
+                pipeline.devices[key] = DeviceState(reader, interval)
         return pipeline
 
     def _start_publisher(self, loaded: LoadedConfig) -> None:
@@ -208,10 +233,10 @@ class Agent:
 
     def _schedule(self, pipeline: Pipeline) -> None:
         assert self.scheduler is not None
-        for device_id, state in pipeline.devices.items():
-            interval = next(d.config.interval for d in pipeline.loaded.devices if d.config.id == device_id)
+        for key, state in pipeline.devices.items():
+            interval = state.interval
             self.scheduler.add_job(self._poll, IntervalTrigger(seconds=interval, start_date=aligned_start(interval)),
-                                   args=[state], id=f"poll:{device_id}", max_instances=1, coalesce=True,
+                                   args=[state], id=f"poll:{key}", max_instances=1, coalesce=True,
                                    misfire_grace_time=max(1, math.ceil(interval)))
 
     def _on_overrun(self, event: JobExecutionEvent) -> None:
@@ -315,8 +340,8 @@ class Agent:
             return
         assert self.pipeline is not None and self.scheduler is not None
         old = self.pipeline
-        for device_id in old.devices:
-            self.scheduler.remove_job(f"poll:{device_id}")
+        for key in old.devices:
+            self.scheduler.remove_job(f"poll:{key}")
         self.seal()  # the open batch belongs to the old schema
         await self._close_buses(old)
         self.pipeline = self._build(loaded)
@@ -365,7 +390,7 @@ class Agent:
     def _status(self) -> dict[str, Any]:
         assert self.pipeline is not None
         return {"version": __version__, "config_hash": self.pipeline.loaded.digest[:16],
-                "schema_id": self.pipeline.schema.id, "devices": sorted(self.pipeline.devices)}
+                "schema_id": self.pipeline.schema.id, "devices": sorted({s.reader.device_id for s in self.pipeline.devices.values()})}
 
     def _status_line(self) -> str:
         assert self.pipeline is not None and self.ring is not None

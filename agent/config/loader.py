@@ -4,6 +4,7 @@ profile it names, and report every problem of every file at once.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,12 +112,18 @@ def _check_references(buses: list[tuple[int, dict[str, Any]]], devices: list[tup
 
 
 def _check_constants(device: dict[str, Any], profile: Profile, doc: SourceDoc, index: int) -> list[Problem]:
+    problems = []
     constants = device.get("constants")
     unknown = sorted(set(constants) - set(profile.points)) if isinstance(constants, dict) else []
-    if not unknown:
-        return []
-    return [doc.problem(("devices", index, "constants"),
-                        f"profile {profile.ref} has no point(s) {unknown} to fix a value for")]
+    if unknown:
+        problems.append(doc.problem(("devices", index, "constants"),
+                                    f"profile {profile.ref} has no point(s) {unknown} to fix a value for"))
+    intervals = device.get("intervals")
+    for pattern in intervals if isinstance(intervals, dict) else []:
+        if not fnmatch.filter(profile.points, str(pattern)):
+            problems.append(doc.problem(("devices", index, "intervals", pattern),
+                                        f"pattern {pattern!r} matches no point of {profile.ref}"))
+    return problems
 
 
 def _relocate(problems: list[Problem], doc: SourceDoc, path: tuple[str | int, ...], ref: str) -> list[Problem]:

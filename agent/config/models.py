@@ -145,6 +145,8 @@ class DeviceModel(Timing):
     enabled: bool = True
     # a value per ratio point, for meters whose CT/PT ratio is not readable (profile point names)
     constants: dict[str, float] = Field(default_factory=dict)
+    # other intervals for some points, by name pattern: {"energy_*": 60s} reads totals once a minute
+    intervals: dict[str, PositiveSeconds] = Field(default_factory=dict)
 
 
 class MqttModel(Strict):

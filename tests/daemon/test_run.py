@@ -190,3 +190,26 @@ def test_ready_and_watchdog_on_notify_socket_and_a_hung_loop_stops_the_pings(sim
         agent.communicate(10)
         sock.close()
     assert agent.returncode == 0
+
+
+def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
+    """Power every second, energy totals every 3 s (in the field: every 60 s)."""
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
+    platform = Platform(broker.port)
+    config = write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf")
+    config.write_text(config.read_text().replace("profile: eastron/sdm630, interval: 1s}",
+                                                 'profile: eastron/sdm630, interval: 1s, intervals: {"energy_*": 3s}}'))
+    agent = start_agent(config)
+    try:
+        arrived = platform.wait(lambda: len([r for r in platform.readings() if r.point == "voltage_l1"]) >= 7, 20)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(10)
+    platform.sub.close()
+    assert arrived, err[-2000:]
+    assert agent.returncode == 0, err
+    volts = sorted(r.ts for r in platform.readings() if r.point == "voltage_l1")
+    energy = sorted(r.ts for r in platform.readings() if r.point == "energy_import")
+    assert energy and all(r.value == 12345.5 for r in platform.readings() if r.point == "energy_import")
+    assert all(b - a >= 2900 for a, b in zip(energy, energy[1:], strict=False))
+    assert len(volts) >= 2 * len(energy)

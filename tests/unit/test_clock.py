@@ -47,3 +47,16 @@ def test_a_clock_jump_raises_the_event_and_realigns(tmp_path) -> None:  # type: 
         agent._watch_clock()  # noqa: SLF001
     jumps = [entry for entry in logs if entry.get("kind") == "clock_jump"]
     assert len(jumps) == 1 and jumps[0]["seconds"] == 3600.0
+
+
+def test_point_groups_split_by_interval_and_carry_their_references(library) -> None:  # type: ignore[no-untyped-def]
+    """DTSU666 with energy totals once a minute: the energy group reads the CT/PT ratios too (hidden)."""
+    from agent.daemon import split_by_interval
+
+    points = library.load("chint/dtsu666").points
+    groups = split_by_interval(points, 1.0, {"energy_*": 60.0})
+    assert list(groups) == [1.0, 60.0]
+    assert set(groups[60.0]) == {"energy_import", "energy_export", "ct_ratio", "pt_ratio"}
+    assert groups[60.0]["ct_ratio"].hidden and not groups[1.0]["ct_ratio"].hidden
+    assert "energy_import" not in groups[1.0] and "voltage_l1" in groups[1.0]
+    assert split_by_interval(points, 5.0, {}) == {5.0: points}

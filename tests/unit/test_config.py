@@ -247,3 +247,14 @@ def test_sizes(text: object, size: int) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+def test_interval_patterns_must_match_a_point(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        gateway: {id: gw-1, site: s}
+        buses: [{name: b, url: "tcp://192.0.2.1"}]
+        devices:
+          - {id: m1, bus: b, unit: 1, profile: eastron/sdm630, interval: 1s, intervals: {"energie_*": 60s}}
+        """)
+    assert problems(path) == [f"{path}:4: devices[0].intervals.energie_*: pattern 'energie_*' matches no point "
+                              "of eastron/sdm630"]
