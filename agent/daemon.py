@@ -115,6 +115,7 @@ class Agent:
         self._unsynced_since: float | None = None
         self._last_metrics = 0.0
         self._publisher_task: asyncio.Task[None] | None = None
+        self._prometheus: asyncio.Server | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,6 +134,7 @@ class Agent:
             self._event("buffer_lost", reason=r.reason, moved_to=str(r.moved_to), salvaged_batches=r.salvaged_batches,
                         lost_batches=r.lost_batches, lost_readings=r.lost_readings)
         self._start_scheduler()
+        await self._start_prometheus(loaded)
         self.log.info("started", version=__version__, devices=len(self.pipeline.devices),
                       buffer=str(self.ring.directory), backlog=self.ring.backlog, boot=self.ring.boot_count)
         self.notifier.ready(self._status_line())
@@ -188,6 +190,8 @@ class Agent:
             await self.publisher.stop(timeout=max(0.1, deadline - time.monotonic() - 0.5))
         if self._publisher_task is not None:
             self._publisher_task.cancel()
+        if self._prometheus is not None:
+            self._prometheus.close()
         if self.pipeline is not None:
             await self._close_buses(self.pipeline)
         self.ring.close()
@@ -219,6 +223,14 @@ class Agent:
         settings = BrokerSettings.from_config(config.mqtt, config.gateway.id, config.gateway.site)
         self.publisher = Publisher(settings, self.spool, self._status, self.pipeline.schema.to_json())
         self._publisher_task = asyncio.create_task(self.publisher.run(), name="publisher")
+
+    async def _start_prometheus(self, loaded: LoadedConfig) -> None:
+        listen = loaded.config.prometheus
+        if listen:
+            from agent.prometheus import serve
+
+            host, _, port = listen.rpartition(":")
+            self._prometheus = await serve(host.strip("[]"), int(port), self.metrics)
 
     def _start_scheduler(self) -> None:
         assert self.pipeline is not None

@@ -187,3 +187,4 @@ class AgentConfig(Strict):
     mqtt: MqttModel | None = None
     buffer: BufferModel = BufferModel()
     profiles_dirs: list[str] = Field(default_factory=list)  # searched before the built-in library
+    prometheus: str | None = Field(None, pattern=r"^(127\.0\.0\.1|localhost|\[::1\]):\d+$")  # off by default

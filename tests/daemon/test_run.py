@@ -213,3 +213,26 @@ def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker
     assert energy and all(r.value == 12345.5 for r in platform.readings() if r.point == "energy_import")
     assert all(b - a >= 2900 for a, b in zip(energy, energy[1:], strict=False))
     assert len(volts) >= 2 * len(energy)
+
+
+def test_prometheus_endpoint_on_loopback(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.broker import free_port, wait_port
+
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"))})
+    port = free_port()
+    config = write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf")
+    config.write_text(config.read_text() + f'prometheus: "127.0.0.1:{port}"\n')
+    agent = start_agent(config)
+    try:
+        wait_port(port)
+        time.sleep(2.5)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(10)
+    assert 'edge_agent_device_online{device="main-incomer"} 1' in text
+    polls = next(line for line in text.splitlines() if line.startswith('edge_agent_device_polls_total{device="main'))
+    assert int(polls.split()[-1]) >= 2
+    assert "edge_agent_buffer_bytes" in text and "edge_agent_mqtt_acked_total" in text
