@@ -108,9 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="exit after this many seconds")
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser("demo", help="simulated meters on loopback, probed live (no hardware needed)")
-    p.add_argument("--once", action="store_true", help="one round, then exit")
-    p.add_argument("--every", type=float, default=2.0, help="seconds between rounds")
+    p = sub.add_parser("demo", help="a simulated park read by the real agent through a real broker, shown live")
+    p.add_argument("--once", action="store_true", help="stop after 60 readings (or 20 s)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -282,9 +281,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
+    from hil.demo import run_demo
 
-    return asyncio.run(run_demo(once=args.once, every=args.every))
+    return run_demo(once=args.once)
 
 
 if __name__ == "__main__":

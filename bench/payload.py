@@ -69,7 +69,7 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 def _latency(window: int, seconds: int) -> Figure:
-    from tests.broker import Broker
+    from hil.broker import Broker
     from tests.mqtt.harness import Subscriber, publisher, wait_for
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,28 +1,26 @@
 """Shared fixtures: real peers, started and stopped by the tests.
 
-- `SimThread`: pymodbus servers of simulated devices on their own event loop in a thread, so a
-  test (sync or async, or a CLI subprocess) talks to them over real sockets or PTYs.
+- `sim`: a `hil.sims.SimThread` (pymodbus servers of simulated devices on their own event loop).
 - `socat_pair`: two linked pseudo-terminals, an RS-485 line on one machine.
 - `write_profile`: a profile file in a temporary search directory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import textwrap
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.config import ProfileLibrary
-from agent.drivers.pymodbus_adapter import Faults, ServerHandle
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
-from agent.simulate import SimulatedDevice, serve
+from hil.sims import SimThread
+
+__all__ = ["SimThread", "rtu_spec"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,34 +32,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def long_mode(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--long"))
-
-
-class SimThread:
-    """Simulated devices served from a background event loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="sim", daemon=True)
-        self._thread.start()
-        self.handles: list[ServerHandle] = []
-
-    def serve(self, listen: BusSpec, devices: Mapping[int, SimulatedDevice], faults: Faults | None = None) -> ServerHandle:
-        handle = asyncio.run_coroutine_threadsafe(serve(listen, devices, faults), self.loop).result(10)
-        self.handles.append(handle)
-        return handle
-
-    def tcp(self, devices: Mapping[int, SimulatedDevice], faults: Faults | None = None,
-            rtu_framing: bool = False) -> tuple[BusSpec, ServerHandle]:
-        """Serve on a free loopback port; returns the client-side spec."""
-        transport = Transport.RTU_OVER_TCP if rtu_framing else Transport.TCP
-        handle = self.serve(BusSpec(transport, "127.0.0.1", 0), devices, faults)
-        return BusSpec(transport, "127.0.0.1", handle.port), handle
-
-    def stop(self) -> None:
-        for handle in self.handles:
-            asyncio.run_coroutine_threadsafe(handle.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
 
 
 @pytest.fixture

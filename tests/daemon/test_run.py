@@ -19,7 +19,7 @@ import pytest
 from agent.codec import WireSchema, decode
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
-from tests.broker import Broker
+from hil.broker import Broker
 from tests.conftest import SimThread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,7 +218,7 @@ def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker
 def test_prometheus_endpoint_on_loopback(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
     import urllib.request
 
-    from tests.broker import free_port, wait_port
+    from hil.broker import free_port, wait_port
 
     spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"))})
     port = free_port()

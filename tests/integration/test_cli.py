@@ -108,7 +108,12 @@ def test_profiles_list_and_show() -> None:
     assert unknown.returncode == 1 and "did you mean eastron/sdm630" in unknown.stderr
 
 
-def test_demo_runs_one_round() -> None:
+def test_demo_shows_the_park_through_the_real_pipeline() -> None:
+    """The README's run command: paced RS-485 line, TCP inverter, mosquitto, `edge-agent run`, tail."""
     done = edge_agent("demo", "--once", timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("(0 not ok)") == 4
+    assert done.returncode == 0, done.stdout + done.stderr
+    for device in ("main-incomer", "hall-b", "water-main", "pv-roof-a"):
+        assert f"gw-demo-01/{device} " in done.stdout, device
+    assert "inverter_state=on_grid" in done.stdout and "flow_rate=" in done.stdout
+    assert '"state": "online"' in done.stdout
+    assert "agent exited with 0" in done.stdout

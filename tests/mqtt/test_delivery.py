@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Broker
+from hil.broker import Broker
 from tests.mqtt.harness import BASE, Subscriber, make_batch, open_spool, publisher, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

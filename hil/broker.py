@@ -1,4 +1,5 @@
-"""A real mosquitto for the tests: own config, free port, stop/restart on the same port, ACLs, TLS.
+"""A real mosquitto for the tests, the demo and the HIL harness: own config, free port, stop/restart
+on the same port, ACLs, TLS.
 
 Readiness is a handshake (the port accepts a connection), never a sleep.
 """
