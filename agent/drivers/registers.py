@@ -20,12 +20,15 @@ _INT_FORMATS = {
 }
 
 
+_PACKERS = {n: struct.Struct(f">{n}H") for n in range(1, 126)}
+
+
 def to_bytes(words: Sequence[int], order: Order) -> bytes:
     """Registers as received -> the value's bytes in big-endian (ABCD) order."""
-    ordered = reversed(words) if order.swap_words else words
+    ordered = words[::-1] if order.swap_words else words
     if order.swap_bytes:
-        return b"".join(((w & 0xFF) << 8 | w >> 8).to_bytes(2, "big") for w in ordered)
-    return b"".join(w.to_bytes(2, "big") for w in ordered)
+        ordered = [(w & 0xFF) << 8 | w >> 8 for w in ordered]
+    return _PACKERS[len(ordered)].pack(*ordered)
 
 
 def from_bytes(data: bytes, order: Order) -> list[int]:
@@ -72,7 +75,7 @@ def shortest_f32(value: float) -> float:
     if not math.isfinite(value) or value == 0.0:
         return value
     packed = struct.pack(">f", value)
-    for digits in range(6, 10):
+    for digits in (7, 8, 9):  # %g drops trailing zeros, so 7 digits also prints 230.1 as 230.1
         candidate = float(f"{value:.{digits}g}")
         if struct.pack(">f", candidate) == packed:
             return candidate
