@@ -38,7 +38,6 @@ sys.stdin.read()
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from tests.mqtt.harness import Subscriber  # noqa: F401 - same paho setup as the tests
     from agent.publisher import BrokerSettings, Publisher
 
     devices, endpoints = 10, 4

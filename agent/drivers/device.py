@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 
 from agent.drivers.bus import Backoff, Bus
@@ -66,7 +67,7 @@ class DeviceReader:
     constants: Mapping[str, float] = field(default_factory=dict)
     offline_after: int = 3
     backoff: Backoff = Backoff(first=2.0, cap=60.0)
-    clock: object = time  # anything with time() and monotonic(), for tests
+    clock: Any = time  # anything with time() and monotonic()
 
     def __post_init__(self) -> None:
         self.learned = Learned()
@@ -83,14 +84,14 @@ class DeviceReader:
 
     async def poll(self) -> PollResult:
         """Read every point once (or re-probe, or skip while backing off)."""
-        now = self.clock.monotonic()  # type: ignore[attr-defined]
+        now = self.clock.monotonic()
         if self.health is Health.OFFLINE and now < self._next_probe:
             self.stats.skipped += 1
             return PollResult([], skipped=True)
         self.stats.polls += 1
         started = now
         decoded, stamps, error = await self._run_plan(probe_only=self.health is Health.OFFLINE)
-        self.stats.last_latency = self.clock.monotonic() - started  # type: ignore[attr-defined]
+        self.stats.last_latency = self.clock.monotonic() - started
         transition = self._update_health(decoded)
         if self.health is Health.OFFLINE:
             return PollResult(self._readings(decoded, stamps), transition=transition, error=error)
@@ -107,7 +108,7 @@ class DeviceReader:
         error = ""
         plan = self.plan[:1] if probe_only else self._due_requests()
         for index, request in enumerate(plan):
-            ts = int(self.clock.time() * 1000)  # type: ignore[attr-defined]
+            ts = int(self.clock.time() * 1000)
             for name in request.points:
                 stamps[name] = ts
             try:
@@ -164,7 +165,7 @@ class DeviceReader:
         for name in request.points:
             spec = self.points[name]
             single = plan_reads([spec], self.timing)[0]
-            stamps[name] = int(self.clock.time() * 1000)  # type: ignore[attr-defined]
+            stamps[name] = int(self.clock.time() * 1000)
             try:
                 answer = await self._read(single)
             except DeviceException as exc:
@@ -193,17 +194,17 @@ class DeviceReader:
         self._failed_polls += 1
         if self.health is Health.OFFLINE:
             self._offline_probes += 1
-            self._next_probe = self.clock.monotonic() + self.backoff.delay(self._offline_probes)  # type: ignore
+            self._next_probe = self.clock.monotonic() + self.backoff.delay(self._offline_probes)
             return None
         if self._failed_polls >= self.offline_after:
             self.health = Health.OFFLINE
             self._offline_probes = 1
-            self._next_probe = self.clock.monotonic() + self.backoff.delay(1)  # type: ignore[attr-defined]
+            self._next_probe = self.clock.monotonic() + self.backoff.delay(1)
             return Health.OFFLINE
         return None
 
     def _readings(self, decoded: Mapping[str, Decoded], stamps: Mapping[str, int]) -> list[Reading]:
-        fallback = int(self.clock.time() * 1000)  # type: ignore[attr-defined]
+        fallback = int(self.clock.time() * 1000)
         return [Reading(self.device_id, name, stamps.get(name, fallback), d.value, d.quality, d.detail, d.raw)
                 for name, d in decoded.items()
                 if name in self.points and not self.points[name].hidden]
