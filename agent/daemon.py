@@ -84,7 +84,7 @@ def split_by_interval(points: dict[str, PointSpec], interval: float,
         groups.setdefault(chosen[name], {})[name] = spec
     for group in groups.values():
         for spec in list(group.values()):
-            for ref in (*spec.multiply_by, *([spec.scale_factor] if spec.scale_factor else [])):
+            for ref in spec.refs:
                 group.setdefault(ref, replace(points[ref], hidden=True))
     return dict(sorted(groups.items()))
 

@@ -54,12 +54,19 @@ class SimulatedDevice:
         """Engineering value of every point now."""
         elapsed = self.clock() - self._t0
         values = {name: self._value(spec, elapsed) for name, spec in self.profile.points.items()}
+        for spec in self.profile.points.values():
+            if spec.plus and isinstance(values[spec.name], int | float) and spec.name not in self.overrides:
+                whole = math.floor(values[spec.name])  # type: ignore[arg-type]
+                for ref in spec.plus:  # integer register + fraction register (TUF-2000 totalizers)
+                    values[ref] = values[spec.name] - whole  # type: ignore[operator]
         self.served = values
         return values
 
     def _value(self, spec: PointSpec, elapsed: float) -> Value:
         if spec.name in self.overrides:
             return self.overrides[spec.name]
+        if spec.constant is not None:
+            return spec.constant
         example = self.profile.model.points[spec.name].example
         base: Value = example if example is not None else _PLAUSIBLE.get(spec.name)
         if spec.type is DataType.ENUM:
@@ -83,7 +90,7 @@ class SimulatedDevice:
         values = self.values()
         tables: dict[RegisterKind, dict[int, int]] = {}
         for name, spec in self.profile.points.items():
-            if name in self.missing:
+            if name in self.missing or spec.constant is not None:
                 continue
             table = tables.setdefault(spec.register, {})
             for offset, word in enumerate(encode_point(spec, values[name], values)):
@@ -134,7 +141,8 @@ def encode_point(spec: PointSpec, value: Value, values: Mapping[str, Value]) -> 
     factor = math.prod(float(values[r] or 1) for r in spec.multiply_by)
     if spec.scale_factor:
         factor *= 10.0 ** int(values[spec.scale_factor] or 0)
-    raw = (float(value) - spec.offset) / (spec.scale * factor)
+    addend = sum(float(values[r] or 0) for r in spec.plus)  # type: ignore[arg-type]
+    raw = (float(value) - addend - spec.offset) / (spec.scale * factor)
     if spec.type not in (DataType.F32, DataType.F64):
         raw = round(raw)
     return encode_value(raw, spec.type, spec.order)

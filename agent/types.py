@@ -140,6 +140,8 @@ class PointSpec:
     na: frozenset[int] = frozenset()
     multiply_by: tuple[str, ...] = ()
     scale_factor: str | None = None
+    plus: tuple[str, ...] = ()
+    constant: float | None = None  # not read from the device
     values: tuple[tuple[int, str], ...] = ()  # enum codes, as pairs to stay hashable
     hidden: bool = False
 
@@ -148,9 +150,14 @@ class PointSpec:
         return self.address + self.words
 
     @property
+    def refs(self) -> tuple[str, ...]:
+        """Points this one's value is computed with."""
+        return (*self.multiply_by, *((self.scale_factor,) if self.scale_factor else ()), *self.plus)
+
+    @property
     def derived(self) -> bool:
-        """True when the value needs other points (ratios, scale factors) after decoding."""
-        return bool(self.multiply_by or self.scale_factor)
+        """True when the value needs other points (ratios, scale factors, addends) after decoding."""
+        return bool(self.refs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ class ProfileDefaults(Timing):
 class PointModel(Strict):
     """One quantity of a device: where it is, how to decode it, what it means."""
 
-    address: int = Field(ge=0, le=65535, description="wire (0-based PDU) address")
+    address: int | None = Field(None, ge=0, le=65535, description="wire (0-based PDU) address")
     doc: int | str | None = Field(None, description="the number printed in the manual, for humans")
     type: DataType = DataType.U16
     register_: RegisterKind | None = Field(None, alias="register")  # None: the profile default
@@ -74,6 +74,8 @@ class PointModel(Strict):
     na: list[int] = Field(default_factory=list)  # raw words (as an unsigned integer) meaning "not available"
     kind: PointKind = PointKind.GAUGE
     multiply_by: list[str] = Field(default_factory=list)  # points whose values multiply this (CT/PT ratios)
+    plus: list[str] = Field(default_factory=list)  # points added after scaling (integer + fraction totals)
+    constant: float | None = None  # not read: a value set on site (a CT ratio on the panel); devices may override
     scale_factor: str | None = None  # a point holding a power-of-ten exponent (SunSpec *_SF)
     values: dict[int, str] | None = None  # enum code -> state name
     bits: dict[int, str] | None = None  # bit number -> flag name, for bit fields
@@ -89,6 +91,8 @@ class PointModel(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> PointModel:
+        if self.address is None and self.constant is None:
+            raise ValueError("a point needs `address` (or `constant` for a value set on site)")
         if self.type is DataType.STRING and not self.length:
             raise ValueError("a string point needs `length` (in registers)")
         if self.type is not DataType.STRING and self.length:
@@ -97,7 +101,7 @@ class PointModel(Strict):
             raise ValueError("an enum point needs `values` (code: name)")
         if self.register_ is not None and self.register_.is_bit and self.type is not DataType.U16:
             raise ValueError("coil and discrete points are single bits: leave `type` out")
-        if self.address + self.words > 65536:
+        if self.address is not None and self.address + self.words > 65536:
             raise ValueError("the point runs past register 65535")
         return self
 

@@ -133,12 +133,12 @@ def check_points(model: ProfileModel, doc: SourceDoc) -> None:
                                                          f"not {point.unit!r}: scale it to the canonical unit"))
         if name in CANONICAL_COUNTERS and point.kind is not PointKind.COUNTER:
             problems.append(doc.problem((*path, "kind"), f"{name} is a counter: write kind: counter"))
-        for ref in (*point.multiply_by, *([point.scale_factor] if point.scale_factor else [])):
+        for ref in (*point.multiply_by, *([point.scale_factor] if point.scale_factor else []), *point.plus):
             if ref not in model.points:
                 problems.append(doc.problem(path, f"refers to point {ref!r}, which the profile does not have"))
-            elif model.points[ref].multiply_by or model.points[ref].scale_factor:
+            elif model.points[ref].multiply_by or model.points[ref].scale_factor or model.points[ref].plus:
                 problems.append(doc.problem(path, f"refers to {ref!r}, which is itself derived"))
-        if point.type in (DataType.STRING, DataType.ENUM) and (point.multiply_by or point.scale_factor):
+        if point.type in (DataType.STRING, DataType.ENUM) and (point.multiply_by or point.scale_factor or point.plus):
             problems.append(doc.problem(path, "string and enum points cannot be scaled"))
     if problems:
         raise ConfigError(problems)
@@ -152,7 +152,7 @@ def to_spec(name: str, point: PointModel, defaults: ProfileDefaults) -> PointSpe
     return PointSpec(
         name=name,
         register=point.register_ or defaults.register_,
-        address=point.address,
+        address=point.address if point.address is not None else 0,
         type=point.type,
         words=point.words,
         order=point.order or defaults.order,
@@ -162,6 +162,8 @@ def to_spec(name: str, point: PointModel, defaults: ProfileDefaults) -> PointSpe
         kind=point.kind,
         na=frozenset(point.na),
         multiply_by=tuple(point.multiply_by),
+        plus=tuple(point.plus),
+        constant=point.constant,
         scale_factor=point.scale_factor,
         values=tuple(sorted((point.values or {}).items())),
         hidden=point.hidden,

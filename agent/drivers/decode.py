@@ -72,23 +72,25 @@ def derive(specs: Iterable[PointSpec], decoded: Mapping[str, Decoded],
     `constants` give fixed values for reference points (a CT ratio written on the panel, for a
     meter that does not expose it); they take the place of the read value.
     """
-    constants = constants or {}
+    specs = list(specs)
     result = dict(decoded)
-    for name, value in constants.items():
+    fixed = {s.name: s.constant for s in specs if s.constant is not None}
+    for name, value in {**fixed, **(constants or {})}.items():
         result[name] = Decoded(value)
     for spec in specs:
         if not spec.derived or spec.name not in result or not result[spec.name].ok:
             continue
         own = result[spec.name]
-        refs = [*spec.multiply_by, *([spec.scale_factor] if spec.scale_factor else [])]
-        if any(ref not in result or not result[ref].ok for ref in refs):
+        if any(ref not in result or not result[ref].ok for ref in spec.refs):
             result[spec.name] = Decoded(None, Quality.UNAVAILABLE, raw=own.raw)
             continue
         factor = math.prod(float(result[r].value) for r in spec.multiply_by)  # type: ignore[arg-type]
         if spec.scale_factor:
             factor *= 10.0 ** int(result[spec.scale_factor].value)  # type: ignore[arg-type]
         raw_value = decode_words(own.raw, spec.type, spec.order)
-        result[spec.name] = Decoded(_tidy(scale(spec, raw_value, factor)), raw=own.raw)  # type: ignore[arg-type]
+        value = scale(spec, raw_value, factor)  # type: ignore[arg-type]
+        value += sum(float(result[r].value) for r in spec.plus)  # type: ignore[arg-type]
+        result[spec.name] = Decoded(_tidy(value), raw=own.raw)
     return result
 
 

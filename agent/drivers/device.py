@@ -80,7 +80,7 @@ class DeviceReader:
         self._unreadable: set[str] = set()  # isolated points that failed even when read alone
 
     def _read_points(self) -> list[PointSpec]:
-        return [p for p in self.points.values() if p.name not in self.constants]
+        return [p for p in self.points.values() if p.name not in self.constants and p.constant is None]
 
     async def poll(self) -> PollResult:
         """Read every point once (or re-probe, or skip while backing off)."""
