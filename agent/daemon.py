@@ -211,7 +211,7 @@ class Agent:
             groups = split_by_interval(setup.profile.points, device.interval, dict(device.intervals))
             for interval, points in groups.items():
                 reader = DeviceReader(device.id, device.unit, points, setup.timing, buses[device.bus],
-                                      dict(device.constants))
+                                      dict(device.constants), discovery=setup.profile.model.discovery)
                 key = device.id if interval == device.interval else f"{device.id}@{interval:g}s"
                 pipeline.devices[key] = DeviceState(reader, interval)
         return pipeline

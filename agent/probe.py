@@ -55,12 +55,14 @@ async def probe(url: str, unit: int, profile: Profile, timeout: float | None = N
     if timeout is not None:
         timing = replace(timing, timeout=timeout)
     bus = Bus("probe", spec)
-    reader = DeviceReader("probe", unit, profile.points, timing, bus, offline_after=1_000_000)
+    reader = DeviceReader("probe", unit, profile.points, timing, bus, offline_after=1_000_000,
+                          discovery=profile.model.discovery)
     try:
         result = await reader.poll()
     finally:
         await bus.close()
-    return ProbeReport(url, spec, unit, timing.timeout, result.readings, reader.stats.requests, result.error)
+    error = result.error or (reader.sunspec.describe() if reader.sunspec else "")
+    return ProbeReport(url, spec, unit, timing.timeout, result.readings, reader.stats.requests, error)
 
 
 def all_orders(reading: Reading, data_type: DataType) -> dict[str, float | int | str]:

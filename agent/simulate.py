@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from agent.config.profiles import Profile
 from agent.drivers.pymodbus_adapter import Faults, ServerHandle, UnitImage, serve_units
 from agent.drivers.registers import encode_value
+from agent.drivers.sunspec import END, MARKER, SunSpecMap, place
 from agent.drivers.urls import BusSpec
 from agent.errors import ILLEGAL_ADDRESS
 from agent.types import DataType, PointSpec, RegisterKind, Value
@@ -35,6 +36,39 @@ _RATES = {"energy_import": "active_power", "energy_yield_total": "active_power",
           "volume_total": "flow_rate"}  # counter -> the gauge it integrates (per hour)
 
 
+SUNSPEC_LENGTHS = {1: 66, 101: 50, 102: 50, 103: 50}
+
+
+@dataclass(frozen=True)
+class SunSpecLayout:
+    """Where a simulated SunSpec device keeps its model chain."""
+
+    base: int = 40000
+    common_length: int = 66  # SolarEdge and Fronius: 65
+    inverter_model: int = 103
+
+    def chain(self) -> SunSpecMap:
+        models, lengths, address = {}, {}, self.base + 2
+        for model in (1, self.inverter_model):
+            length = self.common_length if model == 1 else SUNSPEC_LENGTHS[model]
+            models[model], lengths[model] = address, length
+            address += length + 2
+        return SunSpecMap(self.base, models, lengths)
+
+    def registers(self) -> dict[int, int]:
+        """The marker, each model's ID and length, the end model; bodies are zero until values land."""
+        chain = self.chain()
+        words = {self.base: MARKER[0], self.base + 1: MARKER[1]}
+        end = self.base + 2
+        for model, address in chain.models.items():
+            length = chain.lengths[model]
+            words.update({a: 0 for a in range(address + 2, address + 2 + length)})
+            words[address], words[address + 1] = model, length
+            end = address + length + 2
+        words[end], words[end + 1] = END, 0
+        return words
+
+
 @dataclass
 class SimulatedDevice:
     """Values of one simulated device over time, and the register image that serves them."""
@@ -43,6 +77,7 @@ class SimulatedDevice:
     overrides: dict[str, Value] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # points the device lacks: reads answer exception 2
     moving: bool = True
+    sunspec: SunSpecLayout = field(default_factory=SunSpecLayout)  # used by `discovery: sunspec` profiles
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -89,7 +124,11 @@ class SimulatedDevice:
         """Every point encoded into its table, as the device would hold it."""
         values = self.values()
         tables: dict[RegisterKind, dict[int, int]] = {}
-        for name, spec in self.profile.points.items():
+        points = self.profile.points
+        if self.profile.model.discovery == "sunspec":
+            tables[RegisterKind.HOLDING] = self.sunspec.registers()
+            points = place(points, self.sunspec.chain())
+        for name, spec in points.items():
             if name in self.missing or spec.constant is not None:
                 continue
             table = tables.setdefault(spec.register, {})

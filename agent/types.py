@@ -142,6 +142,7 @@ class PointSpec:
     scale_factor: str | None = None
     plus: tuple[str, ...] = ()
     constant: float | None = None  # not read from the device
+    models: tuple[int, ...] = ()  # SunSpec: the address is an offset into the first of these models found
     values: tuple[tuple[int, str], ...] = ()  # enum codes, as pairs to stay hashable
     hidden: bool = False
 

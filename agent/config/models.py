@@ -76,6 +76,7 @@ class PointModel(Strict):
     multiply_by: list[str] = Field(default_factory=list)  # points whose values multiply this (CT/PT ratios)
     plus: list[str] = Field(default_factory=list)  # points added after scaling (integer + fraction totals)
     constant: float | None = None  # not read: a value set on site (a CT ratio on the panel); devices may override
+    model: list[int] = Field(default_factory=list)  # SunSpec: `address` is the offset from this model's ID register
     scale_factor: str | None = None  # a point holding a power-of-ten exponent (SunSpec *_SF)
     values: dict[int, str] | None = None  # enum code -> state name
     bits: dict[int, str] | None = None  # bit number -> flag name, for bit fields
@@ -119,6 +120,7 @@ class ProfileModel(Strict):
     remove: list[str] = Field(default_factory=list)  # points of the base this variant lacks
     defaults: ProfileDefaults = ProfileDefaults()
     points: dict[str, PointModel] = Field(default_factory=dict)
+    discovery: str | None = Field(None, pattern="^sunspec$")  # sunspec: walk the model chain at first contact
 
 
 # --------------------------------------------------------------------------- agent config

@@ -138,6 +138,8 @@ def check_points(model: ProfileModel, doc: SourceDoc) -> None:
                 problems.append(doc.problem(path, f"refers to point {ref!r}, which the profile does not have"))
             elif model.points[ref].multiply_by or model.points[ref].scale_factor or model.points[ref].plus:
                 problems.append(doc.problem(path, f"refers to {ref!r}, which is itself derived"))
+        if point.model and model.discovery != "sunspec":
+            problems.append(doc.problem((*path, "model"), "model-relative points need `discovery: sunspec`"))
         if point.type in (DataType.STRING, DataType.ENUM) and (point.multiply_by or point.scale_factor or point.plus):
             problems.append(doc.problem(path, "string and enum points cannot be scaled"))
     if problems:
@@ -164,6 +166,7 @@ def to_spec(name: str, point: PointModel, defaults: ProfileDefaults) -> PointSpe
         multiply_by=tuple(point.multiply_by),
         plus=tuple(point.plus),
         constant=point.constant,
+        models=tuple(point.model),
         scale_factor=point.scale_factor,
         values=tuple(sorted((point.values or {}).items())),
         hidden=point.hidden,

@@ -53,6 +53,8 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]
         return unknown_key_message(str(loc[-1]), allowed)
     if kind == "missing":
         return "required key is missing"
+    if kind == "string_type" and isinstance(error.get("input"), bool):
+        return f"YAML reads this as the boolean {error['input']}: put the word in quotes (\"off\", \"yes\")"
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
     if kind == "enum" or kind.startswith("literal"):

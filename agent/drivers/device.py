@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from agent.drivers.bus import Backoff, Bus
 from agent.drivers.decode import Decoded, decode_point, derive, words_of
 from agent.drivers.plan import Learned, learn_from_split, plan_reads
+from agent.drivers.sunspec import NotSunSpec, SunSpecMap, discover, place
 from agent.errors import ILLEGAL_ADDRESS, BusError, DeviceError, DeviceException, DeviceTimeout, FrameError
 from agent.types import DeviceTiming, PointSpec, Quality, Reading, ReadRequest
 
@@ -68,8 +69,11 @@ class DeviceReader:
     offline_after: int = 3
     backoff: Backoff = Backoff(first=2.0, cap=60.0)
     clock: Any = time  # anything with time() and monotonic()
+    discovery: str | None = None  # "sunspec": addresses are found on the device at first contact
 
     def __post_init__(self) -> None:
+        self.declared = dict(self.points)
+        self.sunspec: SunSpecMap | None = None
         self.learned = Learned()
         self.plan: list[ReadRequest] = plan_reads(self._read_points(), self.timing, self.learned)
         self.health = Health.ONLINE
@@ -90,6 +94,10 @@ class DeviceReader:
             return PollResult([], skipped=True)
         self.stats.polls += 1
         started = now
+        failure = await self._discover()
+        if failure is not None:
+            transition = self._update_health(failure[0])
+            return PollResult(self._readings(failure[0], {}), transition=transition, error=failure[1])
         decoded, stamps, error = await self._run_plan(probe_only=self.health is Health.OFFLINE)
         self.stats.last_latency = self.clock.monotonic() - started
         transition = self._update_health(decoded)
@@ -98,6 +106,21 @@ class DeviceReader:
         if transition is Health.ONLINE and len(decoded) < len(self.plan_points()):
             decoded, stamps, error = await self._run_plan(probe_only=False)  # came back: full poll now
         return PollResult(self._readings(decoded, stamps), transition=transition, error=error)
+
+    async def _discover(self) -> tuple[dict[str, Decoded], str] | None:
+        """SunSpec devices: walk the model chain once, then place the points; None when ready."""
+        if self.discovery != "sunspec" or self.sunspec is not None:
+            return None
+        try:
+            found = await discover(lambda request, timing: self._read(request), self.timing)
+        except NotSunSpec as exc:
+            return {n: Decoded(None, Quality.UNAVAILABLE) for n in self.declared}, str(exc)
+        except (BusError, DeviceError) as exc:
+            return {n: Decoded(None, Quality.TIMEOUT) for n in self.declared}, str(exc)
+        self.sunspec = found
+        self.points = place(self.declared, found)
+        self.plan = plan_reads(self._read_points(), self.timing, self.learned)
+        return None
 
     def plan_points(self) -> list[str]:
         return [name for request in self.plan for name in request.points]

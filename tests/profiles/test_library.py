@@ -84,12 +84,19 @@ VECTORS = [
     ("growatt/mod-tl3", {"energy_yield_total": u32(352100)}, "energy_yield_total", 35210.0),
     ("goodwe/dt", {"frequency": [5002]}, "frequency", 50.02),
     ("goodwe/dt", {"energy_yield_total": u32(352100)}, "energy_yield_total", 35210.0),
+    # SunSpec: value = raw x 10^SF; W 12345 with W_SF -1; WH in Wh with WH_SF 1; PF in percent
+    ("sunspec/inverter", {"w_sf": [0xFFFF], "active_power": [12345]}, "active_power", 1234.5),
+    ("sunspec/inverter", {"wh_sf": [1], "energy_yield_total": u32(3521050)}, "energy_yield_total", 35210.5),
+    ("sunspec/inverter", {"pf_sf": [0xFFFF], "power_factor": [985]}, "power_factor", 0.985),
+    ("sunspec/inverter", {"inverter_state": [5]}, "inverter_state", "throttled"),
 ]
 
 UNAVAILABLE = [
     ("huawei/sun2000", "dc_power", i32(0x7FFFFFFF)),
     ("sungrow/sg", "pv1_voltage", [0xFFFF]),
     ("goodwe/dt", "voltage_l1", [0xFFFF]),
+    ("sunspec/inverter", "active_power", [0x8000]),
+    ("sunspec/inverter", "energy_yield_total", [0, 0]),  # acc32 0 = not implemented
 ]
 
 
@@ -113,7 +120,7 @@ def test_not_available_sentinels(ref: str, point: str, words: list[int]) -> None
 
 def test_every_profile_has_vectors_and_provenance() -> None:
     covered = {ref for ref, *_ in VECTORS}
-    assert covered == set(REFS) - {"sunspec/inverter"}, set(REFS) - covered
+    assert covered == set(REFS), set(REFS) - covered
     for ref in REFS:
         model = LIBRARY.load(ref).model
         assert model.source and model.vendor and model.model, ref
@@ -126,7 +133,7 @@ def sims():  # type: ignore[no-untyped-def]
     thread.stop()
 
 
-@pytest.mark.parametrize("ref", [r for r in REFS if r != "sunspec/inverter"])
+@pytest.mark.parametrize("ref", REFS)
 def test_simulator_round_trip(ref: str, sims: SimThread) -> None:
     """What the simulator serves for the profile is what the agent reads back, point for point."""
     profile = LIBRARY.load(ref)
@@ -137,7 +144,7 @@ def test_simulator_round_trip(ref: str, sims: SimThread) -> None:
 
     async def read() -> dict:
         bus = Bus("t", spec)
-        reader = DeviceReader("d", unit, profile.points, timing, bus)
+        reader = DeviceReader("d", unit, profile.points, timing, bus, discovery=profile.model.discovery)
         result = await reader.poll()
         await bus.close()
         return {r.point: r for r in result.readings}

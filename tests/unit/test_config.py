@@ -102,7 +102,7 @@ def test_reference_errors_are_located(tmp_path: Path) -> None:
         """)
     text = "\n".join(problems(path))
     assert f"{path}:4: buses[1].name: bus name 'line1' is used twice" in text
-    assert f"{path}:6: devices[0].profile: unknown profile 'eastron/sdm63'; did you mean eastron/sdm630?" in text
+    assert f"{path}:6: devices[0].profile: unknown profile 'eastron/sdm63'; did you mean eastron/sdm630" in text
     assert f"{path}:7: devices[1].id: device id 'm1' is used twice" in text
     assert f"{path}:7: devices[1].bus: no bus named 'line2'" in text
     assert f"{path}:8: devices[2].unit: unit 1 on bus 'line1' is already another device" in text
@@ -258,3 +258,16 @@ def test_interval_patterns_must_match_a_point(tmp_path: Path) -> None:
         """)
     assert problems(path) == [f"{path}:4: devices[0].intervals.energie_*: pattern 'energie_*' matches no point "
                               "of eastron/sdm630"]
+
+
+def test_yaml_booleans_where_a_name_is_expected_get_a_hint(write_profile) -> None:  # type: ignore[no-untyped-def]
+    lib = write_profile("test/bools", """\
+        vendor: T
+        model: bools
+        source: test
+        points:
+          state: {address: 0, type: enum, values: {1: off, 2: on}}
+        """)
+    with pytest.raises(ConfigError) as caught:
+        lib.load("test/bools")
+    assert "YAML reads this as the boolean False: put the word in quotes" in str(caught.value)
