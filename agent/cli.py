@@ -100,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--header", action="store_true", help="print the batch header as the first line")
     p.set_defaults(func=cmd_decode)
 
+    p = sub.add_parser("scan", help="find the devices on a bus and the profile that fits each (opt-in, slow)")
+    p.add_argument("--url", required=True, help="bus URL, as in agent.yaml")
+    p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-20 or 1,2,11")
+    p.add_argument("--timeout", type=float, default=0.3, help="seconds per unit (default 0.3)")
+    p.add_argument("--rate", type=float, default=10.0, help="unit ids tried per second at most (default 10)")
+    p.add_argument("--bus-name", default="line1", help="bus name for the printed device blocks")
+    p.set_defaults(func=cmd_scan)
+
     p = sub.add_parser("tail", help="print decoded readings arriving at a broker, live")
     p.add_argument("--broker", required=True, help="mqtt://host:1883 or mqtts://host:8883")
     p.add_argument("--topic", default="#", help="subscription filter (default: everything)")
@@ -267,6 +275,34 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(f"error: cannot decode: {exc}", file=sys.stderr)
         return EXIT_INPUT
     return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from agent.scan import device_block, scan
+
+    units = _units(args.units)
+    spec = parse_bus_url(args.url)
+    print(f"scanning {spec}, {len(units)} unit id(s), at most {args.rate:g}/s, {args.timeout:g} s each ...",
+          file=sys.stderr, flush=True)
+    found = asyncio.run(scan(spec, units, ProfileLibrary(), args.timeout, args.rate))
+    for item in found:
+        ranked = ", ".join(f"{c.ref} ({c.ok} points, {c.plausible}/{c.checked} plausible)"
+                           for c in item.candidates[:3] if c.ok)
+        print(f"# unit {item.unit}: {ranked or 'answers, no profile fits'}")
+    print("devices:")
+    for item in found:
+        print(device_block(item, args.bus_name))
+    return 0 if found else EXIT_NO_ANSWER
+
+
+def _units(text: str) -> list[int]:
+    units: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        units += list(range(int(lo), int(hi or lo) + 1))
+    if not units or min(units) < 0 or max(units) > 255:
+        raise argparse.ArgumentTypeError(f"unit ids are 0-255, got {text!r}")
+    return units
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

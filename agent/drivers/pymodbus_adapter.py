@@ -144,7 +144,7 @@ async def serve_units(listen: BusSpec, units: Mapping[int, UnitImage], faults: F
     faults = faults or Faults()
     devices = [_sim_device(unit, image) for unit, image in units.items()]
     rtu_framing = listen.transport is not Transport.TCP
-    trace = _fault_filter(faults, rtu_framing)
+    trace = _fault_filter(faults, rtu_framing, set(units))
     server: ModbusTcpServer | ModbusSerialServer
     if listen.transport is Transport.RTU:
         serial = listen.serial
@@ -165,13 +165,13 @@ async def serve_units(listen: BusSpec, units: Mapping[int, UnitImage], faults: F
     return ServerHandle(server, port, faults)
 
 
-def _fault_filter(faults: Faults, rtu_framing: bool) -> Callable[[bool, bytes], bytes]:
+def _fault_filter(faults: Faults, rtu_framing: bool, served: set[int]) -> Callable[[bool, bytes], bytes]:
     def trace(sending: bool, data: bytes) -> bytes:
         if not sending or not data:
             return data
         unit = data[0] if rtu_framing else (data[6] if len(data) > 6 else -1)
-        if unit in faults.silent:
-            return b""
+        if unit in faults.silent or unit not in served:
+            return b""  # absent units stay silent, as on RS-485 (pymodbus would answer exception 4)
         if unit in faults.corrupt:
             return data[:-1] + bytes([data[-1] ^ 0xFF])
         return data
