@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", type=int, default=None, help="unit id to answer (default: the profile's)")
     p.add_argument("--set", action="append", default=[], type=_assignment, metavar="POINT=VALUE",
                    help="pin a point to a value")
+    p.add_argument("--missing", action="append", default=[], metavar="POINT",
+                   help="a point the device lacks: reads of it answer exception 2 (like some EM24s' export)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("buffer", help="look into a buffer directory (read-only; safe beside a running agent)")
@@ -209,7 +211,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     listen = parse_bus_url(args.listen, profile.defaults.serial.settings())
 
     async def run() -> None:
-        handle = await serve(listen, {unit: SimulatedDevice(profile, overrides)})
+        handle = await serve(listen, {unit: SimulatedDevice(profile, overrides, missing=set(args.missing))})
         where = f"{listen.transport.value}://{listen.host}:{handle.port}" if handle.port else str(listen)
         print(f"simulating {args.profile} as unit {unit} on {where} (Ctrl-C stops)", flush=True)
         try:

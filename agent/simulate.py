@@ -77,6 +77,7 @@ class SimulatedDevice:
     overrides: dict[str, Value] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # points the device lacks: reads answer exception 2
     moving: bool = True
+    quirks: bool = True  # emulate the profile's timing quirks (pause after connect)
     sunspec: SunSpecLayout = field(default_factory=SunSpecLayout)  # used by `discovery: sunspec` profiles
     clock: Callable[[], float] = time.time
 
@@ -193,5 +194,9 @@ def _unsigned(data_type: DataType) -> DataType:
 
 
 async def serve(listen: BusSpec, devices: Mapping[int, SimulatedDevice], faults: Faults | None = None) -> ServerHandle:
-    """Serve simulated devices (unit id -> device) on `listen` until the handle is stopped."""
+    """Serve simulated devices (unit id -> device) on `listen` until the handle is stopped. A device
+    that needs a pause after connecting (Huawei's dongle) ignores requests that come sooner."""
+    faults = faults or Faults()
+    pauses = [d.profile.timing().pause_after_connect for d in devices.values() if d.quirks]
+    faults.deaf_after_connect = max([faults.deaf_after_connect, *pauses])
     return await serve_units(listen, {unit: device.image() for unit, device in devices.items()}, faults)

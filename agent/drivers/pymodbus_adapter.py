@@ -13,6 +13,7 @@ in `bus.py` is easier to reason about and to test.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -117,6 +118,8 @@ class Faults:
 
     silent: set[int] = field(default_factory=set)  # units that never answer (unplugged)
     corrupt: set[int] = field(default_factory=set)  # units whose answers carry a bad CRC
+    deaf_after_connect: float = 0.0  # seconds after a connection during which requests get no answer (Huawei)
+    connected_at: float = 0.0
 
 
 @dataclass
@@ -145,16 +148,21 @@ async def serve_units(listen: BusSpec, units: Mapping[int, UnitImage], faults: F
     devices = [_sim_device(unit, image) for unit, image in units.items()]
     rtu_framing = listen.transport is not Transport.TCP
     trace = _fault_filter(faults, rtu_framing, set(units))
+
+    def on_connect(connected: bool) -> None:
+        if connected:
+            faults.connected_at = time.monotonic()
+
     server: ModbusTcpServer | ModbusSerialServer
     if listen.transport is Transport.RTU:
         serial = listen.serial
         assert serial is not None
         server = ModbusSerialServer(devices, framer=FramerType.RTU, port=listen.host, baudrate=serial.baudrate,
                                     parity=serial.parity, stopbits=serial.stopbits, bytesize=serial.bytesize,
-                                    trace_packet=trace)
+                                    trace_packet=trace, trace_connect=on_connect)
     else:
         server = ModbusTcpServer(devices, framer=FramerType.RTU if rtu_framing else FramerType.SOCKET,
-                                 address=(listen.host, listen.port), trace_packet=trace)
+                                 address=(listen.host, listen.port), trace_packet=trace, trace_connect=on_connect)
     try:
         await server.serve_forever(background=True)
     except RuntimeError as exc:
@@ -172,6 +180,8 @@ def _fault_filter(faults: Faults, rtu_framing: bool, served: set[int]) -> Callab
         unit = data[0] if rtu_framing else (data[6] if len(data) > 6 else -1)
         if unit in faults.silent or unit not in served:
             return b""  # absent units stay silent, as on RS-485 (pymodbus would answer exception 4)
+        if time.monotonic() - faults.connected_at < faults.deaf_after_connect:
+            return b""
         if unit in faults.corrupt:
             return data[:-1] + bytes([data[-1] ^ 0xFF])
         return data

@@ -138,9 +138,9 @@ def test_simulator_round_trip(ref: str, sims: SimThread) -> None:
     """What the simulator serves for the profile is what the agent reads back, point for point."""
     profile = LIBRARY.load(ref)
     unit = profile.defaults.unit_id or 1
-    device = SimulatedDevice(profile, moving=False)
+    device = SimulatedDevice(profile, moving=False, quirks=False)  # values here; timing quirks in integration
     spec, _ = sims.tcp({unit: device})
-    timing = replace(profile.timing(), pause_after_connect=0.0)  # the quirk is tested in integration
+    timing = replace(profile.timing(), pause_after_connect=0.0)
 
     async def read() -> dict:
         bus = Bus("t", spec)
