@@ -21,6 +21,7 @@ from agent.drivers.urls import BusSpec
 from agent.errors import BusError, DeviceException, DeviceTimeout
 from agent.types import Quality, Reading, ReadRequest, RegisterKind
 
+CONNECT_PAUSE = 1.0  # some dongles ignore requests right after a connect (Huawei): wait once
 GATEWAY_NO_TARGET = (10, 11)  # a TCP gateway saying nothing is behind that unit id
 PLAUSIBLE: dict[str, tuple[float, float]] = {
     "voltage_l": (80.0, 300.0), "voltage_l12": (150.0, 520.0), "voltage_l23": (150.0, 520.0),
@@ -77,7 +78,7 @@ async def find_units(bus: Bus, units: Sequence[int], timeout: float, per_second:
     """Unit ids that answer anything at all (a value or an exception)."""
     from agent.types import DeviceTiming
 
-    timing = DeviceTiming(timeout=timeout)
+    timing = DeviceTiming(timeout=timeout, pause_after_connect=CONNECT_PAUSE)
     found = []
     for unit in units:
         started = time.monotonic()
