@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -78,12 +79,15 @@ class SimulatedDevice:
     missing: set[str] = field(default_factory=set)  # points the device lacks: reads answer exception 2
     moving: bool = True
     quirks: bool = True  # emulate the profile's timing quirks (pause after connect)
+    fail_with: int | None = None  # answer every read with this Modbus exception code (fault injection)
+    history: int = 0  # keep the last N served value sets with their wall time (verification)
     sunspec: SunSpecLayout = field(default_factory=SunSpecLayout)  # used by `discovery: sunspec` profiles
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self._t0 = self.clock()
         self.served: dict[str, Value] = {}  # the last values encoded, for verification
+        self.served_log: deque[tuple[float, dict[str, Value]]] = deque(maxlen=self.history or 1)
         self._multipliers = {ref for spec in self.profile.points.values() for ref in spec.multiply_by}
 
     def values(self) -> dict[str, Value]:
@@ -96,6 +100,8 @@ class SimulatedDevice:
                 for ref in spec.plus:  # integer register + fraction register (TUF-2000 totalizers)
                     values[ref] = values[spec.name] - whole  # type: ignore[operator]
         self.served = values
+        if self.history:
+            self.served_log.append((time.time(), values))
         return values
 
     def _value(self, spec: PointSpec, elapsed: float) -> Value:
@@ -147,6 +153,8 @@ class SimulatedDevice:
         timing = self.profile.timing()
 
         async def refresh(kind: RegisterKind, address: int, count: int) -> int | Mapping[int, int]:
+            if self.fail_with is not None:
+                return self.fail_with
             if not kind.is_bit and timing.even_aligned and (address % 2 or count % 2):
                 return ILLEGAL_ADDRESS  # Eastron: odd start or count is refused
             if not kind.is_bit and count > timing.max_registers:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.codec import WireSchema, decode
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
 from hil.broker import Broker
+from hil.platform import Platform as HilPlatform
 from tests.conftest import SimThread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,21 +50,12 @@ def start_agent(config: Path, **env: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env})
 
 
-class Platform:
-    """The platform side: a persistent-session subscriber that decodes with the retained schema."""
+class Platform(HilPlatform):
+    """The platform side, subscribed to the test gateway, with a polling wait."""
 
     def __init__(self, port: int) -> None:
-        from tests.mqtt.harness import Subscriber
-
-        self.sub = Subscriber(port, client_id="platform-daemon-test")
-
-    def readings(self) -> list:
-        if self.sub.schema is None:
-            return []
-        schema = WireSchema.from_json(self.sub.schema)
-        with self.sub.lock:
-            payloads = list(self.sub.payloads)
-        return [r for p in payloads for r in decode(p, schema)]
+        super().__init__(port, "park/test-site/gw-test/#", client_id="platform-daemon-test")
+        self.sub = self  # the tests below read .sub.status / .sub.events
 
     def wait(self, predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout

@@ -4,20 +4,13 @@ independent subscriber (its own paho client with a persistent session) that deco
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from agent.buffer import Ring, SealedBatch, Spool
-from agent.codec import Batch, Group, Header, decode, decode_header, encode
+from agent.codec import Batch, Group, Header, encode
 from agent.publisher import BrokerSettings, Publisher
+from hil.platform import Platform
 from tests.vectors.generate import SCHEMA
 
 BASE = "park/test-site/gw-test"
@@ -41,51 +34,14 @@ def settings(port: int, **overrides: Any) -> BrokerSettings:
     return BrokerSettings(**values)
 
 
-class Subscriber:
-    """Collects telemetry seqs (with duplicates), status and events; persistent session, QoS 1."""
+class Subscriber(Platform):
+    """The platform, subscribed to this harness's gateway, decoding with the golden schema."""
 
     def __init__(self, port: int, client_id: str = "platform", **tls: Any) -> None:
-        self.seqs: list[int] = []
-        self.payloads: list[bytes] = []
-        self.status: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-        self.schema: str | None = None
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        if tls:
-            self.client.tls_set(**tls)
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{BASE}/#", qos=1)
-        self.client.reconnect_delay_set(0.1, 0.5)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, keepalive=5, clean_start=False, properties=props)
-        self.client.loop_start()
+        super().__init__(port, f"{BASE}/#", client_id, **tls)
 
-    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            leaf = message.topic.rsplit("/", 1)[-1]
-            if leaf == "telemetry":
-                self.payloads.append(message.payload)
-                self.seqs.append(decode_header(message.payload)[0].seq)
-            elif leaf == "status":
-                self.status.append(json.loads(message.payload))
-            elif leaf == "events":
-                self.events.append(json.loads(message.payload))
-            elif leaf == "schema":
-                self.schema = message.payload.decode()
-
-    def duplicates(self) -> int:
-        with self.lock:
-            return sum(n - 1 for n in Counter(self.seqs).values())
-
-    def readings(self) -> list[Any]:
-        with self.lock:
-            return [r for p in self.payloads for r in decode(p, SCHEMA)]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+    def readings(self, schema: Any = None) -> list[Any]:
+        return super().readings(schema or SCHEMA)
 
 
 async def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:

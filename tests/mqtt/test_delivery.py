@@ -163,7 +163,7 @@ def test_last_will_arrives_when_the_agent_is_killed(broker: Broker, tmp_path: Pa
 
 def test_black_holed_link_is_abandoned_within_ack_timeout(broker: Broker, tmp_path: Path) -> None:
     """The path stops forwarding without closing: the ack watchdog drops it, a new link delivers all."""
-    from tests.proxy import BlackHoleProxy
+    from hil.proxy import BlackHoleProxy
 
     proxy = BlackHoleProxy(broker.port)
     sub = Subscriber(broker.port)
