@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="exit after this many seconds")
     p.set_defaults(func=cmd_tail)
 
+    p = sub.add_parser("hil", help="run simulated-park scenarios with faults and verify every poll end to end")
+    p.add_argument("scenarios", nargs="*", help="scenario names (hil/scenarios/) or files; default: all")
+    p.add_argument("--quick", action="store_true", help="the short versions (CI)")
+    p.add_argument("--out", default=".", help="where the report and PNG timelines go (default: here)")
+    p.set_defaults(func=cmd_hil)
+
     p = sub.add_parser("demo", help="a simulated park read by the real agent through a real broker, shown live")
     p.add_argument("--once", action="store_true", help="stop after 60 readings (or 20 s)")
     p.set_defaults(func=cmd_demo)
@@ -316,6 +322,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
         print(f"error: cannot reach {args.broker}: {exc}", file=sys.stderr)
         return EXIT_NO_ANSWER
     return 0
+
+
+def cmd_hil(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hil.main import main as hil_main
+
+    return hil_main(args.scenarios, args.quick, Path(args.out))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

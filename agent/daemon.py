@@ -112,6 +112,7 @@ class Agent:
         self._draft_count = 0
         self._dropped_reported = 0
         self._first_batch = True
+        self._last_before_start: int | None = None
         self._unsynced_since: float | None = None
         self._last_metrics = 0.0
         self._publisher_task: asyncio.Task[None] | None = None
@@ -126,6 +127,7 @@ class Agent:
         self.ring = Ring.open(buffer.path, buffer.max_bytes, buffer.min_free_bytes)
         self.spool = Spool(self.ring, buffer.mode, buffer.spill_after, buffer.outage_commit)
         self._dropped_reported = self.ring.dropped_total
+        self._last_before_start = self.ring.last_committed_ts  # for the gap the first batch reports
         self.pipeline = self._build(loaded)
         self.batcher = Batcher(self.pipeline.schema)
         self._start_publisher(loaded)
@@ -313,8 +315,8 @@ class Agent:
         seq = self._open_seq if self._open_seq is not None else self.ring.allocate_seq()
         dropped_total = self.ring.dropped_total
         gap = None
-        if self._first_batch and self.ring.last_committed_ts is not None and self.batcher.t_first is not None:
-            gap = max(0, self.batcher.t_first - self.ring.last_committed_ts)
+        if self._first_batch and self._last_before_start is not None and self.batcher.t_first is not None:
+            gap = max(0, self.batcher.t_first - self._last_before_start)
         header = Header(self.pipeline.loaded.config.gateway.id, self.ring.epoch, seq, self.pipeline.schema.id, 0,
                         dropped_total, dropped_total - self._dropped_reported, self.ring.boot_count, gap)
         sealed = self.batcher.seal(header) if final else self.batcher.peek(header)

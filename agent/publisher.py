@@ -39,6 +39,8 @@ from agent.buffer.spool import Spool
 from agent.codec import compress, decode_header, set_historical, split
 
 MAX_EVENTS_KEPT = 1000
+CONTROL_SLOTS = 8  # paho slots beyond the telemetry window for status, schema, events and metrics
+EVENTS_PER_ROUND = 4
 PACKET_OVERHEAD = 16  # fixed header, length bytes, packet id, property length of a QoS 1 PUBLISH
 
 
@@ -186,7 +188,7 @@ class Publisher:
         self._stopping = True
         self._wake.set()
         if session is not None:
-            self._close(session)
+            await self._close(session)
 
     # ------------------------------------------------------------------ one connection
 
@@ -199,11 +201,11 @@ class Publisher:
             session.client.loop_start()
             await asyncio.wait_for(session.connected, timeout=30)
         except (OSError, TimeoutError, ConnectionRefusedError) as exc:
-            self._close(session)
+            await self._close(session)
             self._note_down(f"cannot connect to {self.settings.host}:{self.settings.port}: {exc}")
             return
         except ConnectionError as exc:  # CONNACK refused
-            self._close(session)
+            await self._close(session)
             if self._protocol is MQTTProtocolVersion.MQTTv5 and "unsupported protocol" in str(exc).lower():
                 self._protocol = MQTTProtocolVersion.MQTTv311  # an old broker: PUBACKs carry no reason codes
                 self.event("protocol_fallback", protocol="3.1.1")
@@ -221,7 +223,7 @@ class Publisher:
             self.connected.clear()
             self.stats.disconnects += 1
             self.spool.set_connected(False)
-            self._close(session)
+            await self._close(session)
             self._session = None
 
     def _connect_client(self) -> _Session:
@@ -239,8 +241,8 @@ class Publisher:
                 context.load_cert_chain(s.cert_file, s.key_file)
             client.tls_set_context(context)
         client.will_set(self.topic("status"), json.dumps({"state": "offline", "reason": "lost"}), qos=1, retain=True)
-        client.max_inflight_messages_set(s.window)
-        client.max_queued_messages_set(s.window)
+        client.max_inflight_messages_set(s.window + CONTROL_SLOTS)  # telemetry keeps to `window` itself
+        client.max_queued_messages_set(s.window + CONTROL_SLOTS)
 
         def on_connect(_c: Any, _u: Any, _flags: Any, reason: Any, properties: Any) -> None:
             max_packet = getattr(properties, "MaximumPacketSize", None) if properties else None
@@ -366,6 +368,10 @@ class Publisher:
         if self.settings.compress:
             payload = compress(payload)
         info = session.client.publish(self.topic("telemetry"), payload, qos=1)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho is full (should not happen): keep it for later
+            self.spool.refused(batch.seq)
+            self._backlog_cursor = min(self._backlog_cursor, batch.seq - 1)
+            return
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.spool.refused(batch.seq)
             session.lost.set()
@@ -394,7 +400,7 @@ class Publisher:
                                retain=True)
 
     def _publish_events(self, session: _Session) -> None:
-        while self.events:
+        for _ in range(min(EVENTS_PER_ROUND, len(self.events))):  # a few per round: they share the control slots
             session.client.publish(self.topic("events"), json.dumps(self.events.popleft()), qos=1)
         while self._latest:
             leaf, payload = self._latest.popitem()
@@ -404,15 +410,28 @@ class Publisher:
         if self._failures == 0:
             self.event("broker_unreachable", reason=reason)
 
-    def _close(self, session: _Session) -> None:
-        try:
-            session.client.disconnect()
-        except Exception:  # noqa: BLE001 - closing a broken client must not raise
-            pass
-        session.client.loop_stop()
+    async def _close(self, session: _Session) -> None:
+        """Off the event loop: paho's loop_stop() joins its thread, which can take a second."""
+        await asyncio.to_thread(_close_client, session.client)
 
     async def _sleep(self, seconds: float) -> None:
         """Back off; only stop() cuts it short (new batches wait in the buffer meanwhile)."""
         deadline = time.monotonic() + seconds
         while not self._stopping and time.monotonic() < deadline:
             await asyncio.sleep(min(0.2, deadline - time.monotonic()))
+
+
+def _close_client(client: mqtt.Client) -> None:
+    try:
+        client.disconnect()
+    except Exception:  # noqa: BLE001 - closing a broken client must not raise
+        pass
+    client.loop_stop()
+
+
+def _close_client(client: mqtt.Client) -> None:
+    try:
+        client.disconnect()
+    except Exception:  # noqa: BLE001 - closing a broken client must not raise
+        pass
+    client.loop_stop()

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# The test command: set up what is missing, then run the whole suite (under 10 minutes).
-# Extra arguments go to pytest, e.g. `scripts/test.sh --long` for full-length soaks.
+# The test command: set up what is missing, run the test suite, then the quick HIL scenario set
+# (a simulated park end to end; report and PNG timelines land in the current directory).
+# Extra arguments go to pytest, e.g. `scripts/test.sh --long` for full-length soaks;
+# SKIP_HIL=1 skips the HIL run; `edge-agent hil` without --quick runs the long versions.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+here=$(pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
 bash scripts/bootstrap.sh
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+if [ "${SKIP_HIL:-0}" != 1 ]; then
+  cd "$here"
+  "$repo/.venv/bin/edge-agent" hil --quick
+fi

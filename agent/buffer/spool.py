@@ -1,8 +1,8 @@
 """When sealed batches touch the disk: the buffer modes of DESIGN.md, as a policy over the Ring.
 
-mode `outage` (default): while the broker is connected and nothing is backlogged, a batch is
-published from memory and written to disk only if its PUBACK has not come within `spill_after`,
-when the connection drops, or at shutdown. While disconnected, sealed batches are committed at
+mode `outage` (default): while the broker is connected, a batch is published from memory (ahead of
+any backlog still draining: the platform wants the present first) and written to disk only if its
+PUBACK has not come within `spill_after`, when the connection drops, or at shutdown. While disconnected, sealed batches are committed at
 least every `outage_commit`. Online with an empty backlog, the card sees no writes at all.
 mode `always`: every batch is committed before it is handed to the publisher.
 
@@ -57,7 +57,7 @@ class Spool:
             self._commit([batch])
         elif self.mode is BufferMode.ALWAYS:
             self._commit([batch])
-        elif self.connected and not self.ring.backlog and not self._unwritten:
+        elif self.connected:  # live first, even while a backlog drains behind it
             self._memory[batch.seq] = _Held(batch, self.clock())
         else:
             if not self._unwritten:

@@ -67,13 +67,20 @@ class Bus:
 
     async def read(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> list[int]:
         """One read transaction; raises BusError (link) or a DeviceError (this device only)."""
+        words, _ = await self.transact(unit, request, timing)
+        return words
+
+    async def transact(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> tuple[list[int], float]:
+        """Like read(), also returning the wall time the request went out (after the pauses)."""
         async with self._lock:
             await self._ensure_connected(timing)
             await self._wait_quiet()
             assert self._transport is not None
+            sent_at = time.time()
             try:
-                return await self._run(self._transport.read, request.kind, unit, request.start,
-                                       request.count, timing.timeout)
+                words = await self._run(self._transport.read, request.kind, unit, request.start,
+                                        request.count, timing.timeout)
+                return words, sent_at  # type: ignore[return-value]
             except BusError as exc:
                 self._mark_down(str(exc))
                 raise

@@ -131,11 +131,13 @@ class DeviceReader:
         error = ""
         plan = self.plan[:1] if probe_only else self._due_requests()
         for index, request in enumerate(plan):
-            ts = int(self.clock.time() * 1000)
+            ts = int(self.clock.time() * 1000)  # until the bus says when the request really went out
             for name in request.points:
                 stamps[name] = ts
             try:
-                answer = await self._read(request)
+                answer, sent_at = await self._transact(request)
+                for name in request.points:
+                    stamps[name] = int(sent_at * 1000)
             except DeviceException as exc:
                 self.stats.exceptions += 1
                 error = str(exc)
@@ -171,9 +173,13 @@ class DeviceReader:
             decoded[name] = Decoded(None, Quality.UNAVAILABLE, detail=ILLEGAL_ADDRESS)
 
     async def _read(self, request: ReadRequest) -> list[int]:
+        words, _ = await self._transact(request)
+        return words
+
+    async def _transact(self, request: ReadRequest) -> tuple[list[int], float]:
         self.stats.requests += 1
         try:
-            return await self.bus.read(self.unit, request, self.timing)
+            return await self.bus.transact(self.unit, request, self.timing)
         except DeviceTimeout:
             self.stats.timeouts += 1
             raise
@@ -188,9 +194,9 @@ class DeviceReader:
         for name in request.points:
             spec = self.points[name]
             single = plan_reads([spec], self.timing)[0]
-            stamps[name] = int(self.clock.time() * 1000)
             try:
-                answer = await self._read(single)
+                answer, sent_at = await self._transact(single)
+                stamps[name] = int(sent_at * 1000)
             except DeviceException as exc:
                 quality = Quality.UNAVAILABLE if exc.code == ILLEGAL_ADDRESS else Quality.EXCEPTION
                 decoded[name] = Decoded(None, quality, exc.code)

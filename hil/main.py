@@ -1,0 +1,30 @@
+"""`edge-agent hil [SCENARIO ...] [--quick] [--out DIR]`: run scenarios, verify, write the report."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hil import report, runner, scenario, verify
+
+
+def main(names: list[str], quick: bool, out: Path) -> int:
+    chosen = names or scenario.available()
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in chosen:
+        spec = scenario.load(name)
+        with tempfile.TemporaryDirectory(prefix=f"hil-{spec.name}-") as tmp:
+            collected = runner.run(spec, Path(tmp), quick)
+        verdict = verify.verify(collected)
+        png = f"hil-{spec.name}.png"
+        report.timeline_png(collected, verdict, out / png)
+        results.append((collected, verdict, png))
+        print(f"[{spec.name}] {'PASS' if verdict.passed else 'FAIL'}")
+        for check in verdict.checks:
+            print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    (out / "hil-report.md").write_text(report.markdown(results))
+    passed = sum(v.passed for _, v, _ in results)
+    print(f"report: {out / 'hil-report.md'}")
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1

@@ -1,0 +1,228 @@
+"""Run one HIL scenario: build the park, run the real agent, inject the faults on schedule, and
+collect what the platform received. Verification is `hil.verify` (pure); the report `hil.report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.batcher import build_schema
+from agent.codec import WireSchema
+from agent.config import load_config
+from agent.config.profiles import ProfileLibrary
+from agent.drivers.pymodbus_adapter import Faults
+from agent.drivers.urls import BusSpec, SerialSettings, Transport
+from agent.simulate import SimulatedDevice
+from hil.broker import Broker
+from hil.line import PacedLine
+from hil.platform import Platform
+from hil.proxy import BlackHoleProxy
+from hil.scenario import Fault, Scenario
+from hil.sims import SimThread
+
+SETTLE = 8.0  # seconds the agent keeps running after the window, so the backlog drains
+HISTORY = 5000
+
+
+@dataclass
+class Window:
+    kind: str
+    start: float
+    end: float
+    device: str | None = None
+
+
+@dataclass
+class Collected:
+    """Everything verification needs, in wall-clock seconds."""
+
+    scenario: Scenario
+    start: float  # first READY
+    end: float  # end of the accounted window
+    schema: WireSchema
+    platform: Platform
+    served: dict[str, list[tuple[float, dict[str, object]]]]
+    windows: list[Window] = field(default_factory=list)
+    agent_log: str = ""
+
+
+class Park:
+    """Simulators on paced RS-485 lines and on TCP, a broker, a black-hole proxy in front of it."""
+
+    def __init__(self, scenario: Scenario, workdir: Path) -> None:
+        library = ProfileLibrary()
+        self.sims = SimThread()
+        self.lines: dict[str, PacedLine] = {}
+        self.faults: dict[str, Faults] = {}  # per line name, and "tcp"
+        self.devices: dict[str, SimulatedDevice] = {}
+        self.units: dict[str, tuple[str, int]] = {}  # device id -> (bus name, unit)
+        groups: dict[str, list] = {}
+        for device in scenario.devices:
+            groups.setdefault(device.line or "tcp", []).append(device)
+            self.devices[device.id] = SimulatedDevice(library.load(device.profile), history=HISTORY)
+            self.units[device.id] = (device.line or "tcp", device.unit)
+        self.bus_urls: dict[str, str] = {}
+        for bus, members in groups.items():
+            faults = self.faults[bus] = Faults()
+            served = {d.unit: self.devices[d.id] for d in members}
+            if bus == "tcp":
+                spec, _ = self.sims.tcp(served, faults)
+                self.bus_urls[bus] = f"tcp://127.0.0.1:{spec.port}"
+            else:
+                line = self.lines[bus] = PacedLine(members[0].baudrate)
+                serial = SerialSettings(members[0].baudrate, "N", 1, 8)
+                self.sims.serve(BusSpec(Transport.RTU, line.device_port, 0, serial), served, faults)
+                self.bus_urls[bus] = f"rtu://{line.agent_port}?baudrate={members[0].baudrate}"
+        (workdir / "broker").mkdir(exist_ok=True)
+        self.broker = Broker(workdir / "broker").start()
+        self.proxy = BlackHoleProxy(self.broker.port)
+
+    def close(self) -> None:
+        self.proxy.close()
+        self.broker.stop()
+        self.sims.stop()
+        for line in self.lines.values():
+            line.close()
+
+
+def write_config(scenario: Scenario, park: Park, workdir: Path) -> Path:
+    lines = ["gateway: {id: gw-hil, site: hil-park}", "buses:"]
+    lines += [f'  - {{name: {bus}, url: "{url}"}}' for bus, url in park.bus_urls.items()]
+    lines.append("devices:")
+    lines += [f"  - {{id: {d.id}, bus: {d.line or 'tcp'}, unit: {d.unit}, profile: {d.profile}, "
+              f"interval: {scenario.interval}}}" for d in scenario.devices]
+    lines.append(f'mqtt: {{url: "mqtt://127.0.0.1:{park.proxy.port}", topic_prefix: park, '
+                 f"batch_interval: {scenario.batch_interval}, ack_timeout: 3s, keepalive: 5s}}")
+    lines.append(f'buffer: {{path: "{workdir / "buffer"}", max_bytes: 64MiB, min_free_bytes: 16MiB}}')
+    path = workdir / "agent.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Agent:
+    """`edge-agent run` as a real process; start() returns once it has said READY=1."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        self.config = config
+        self.log_path = workdir / "agent.log"
+        self.notify_path = workdir / "notify.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.notify_path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(self.notify_path))
+        sock.settimeout(timeout)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(self.config)], stderr=log,
+                                         env={**os.environ, "NOTIFY_SOCKET": str(self.notify_path)})
+        try:
+            while not sock.recv(4096).startswith(b"READY=1"):
+                pass
+        finally:
+            sock.close()
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+
+
+def run(scenario: Scenario, workdir: Path, quick: bool, say: Callable[[str], None] = print) -> Collected:
+    workdir.mkdir(parents=True, exist_ok=True)
+    park = Park(scenario, workdir)
+    platform = Platform(park.broker.port, client_id=f"hil-{scenario.name}")
+    config = write_config(scenario, park, workdir)
+    loaded = load_config(config)
+    schema = build_schema("gw-hil", loaded.devices)
+    agent = Agent(config, workdir)
+    windows: list[Window] = []
+    try:
+        agent.start()
+        start = time.time()
+        length = scenario.length(quick)
+        say(f"[{scenario.name}] agent ready; running {length:g} s with {len(scenario.faults)} fault(s)")
+        for action in _schedule(scenario.faults, start, length):
+            delay = action.at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            windows += _apply(action, park, agent, say)
+        end = start + length
+        time.sleep(max(0.0, end - time.time()))
+        time.sleep(SETTLE)
+        agent.signal(signal.SIGTERM)
+        time.sleep(1.0)
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.proc.kill()
+        platform.close()
+        served = {device: list(sim.served_log) for device, sim in park.devices.items()}
+        park.close()
+    return Collected(scenario, start, end, schema, platform, served, windows,
+                     agent.log_path.read_text(errors="replace") if agent.log_path.exists() else "")
+
+
+@dataclass(frozen=True)
+class _Action:
+    at: float  # wall time
+    fault: Fault
+    begin: bool
+
+
+def _schedule(faults: list[Fault], start: float, length: float) -> Iterator[_Action]:
+    actions = []
+    for fault in faults:
+        if fault.at >= length:
+            continue
+        actions.append(_Action(start + fault.at, fault, True))
+        if fault.kind not in ("agent_kill", "agent_term"):
+            actions.append(_Action(start + min(fault.at + fault.for_, length), fault, False))
+    yield from sorted(actions, key=lambda a: a.at)
+
+
+_open: dict[int, float] = {}
+
+
+def _apply(action: _Action, park: Park, agent: Agent, say: Callable[[str], None]) -> list[Window]:
+    fault, now = action.fault, time.time()
+    key = id(fault)
+    if fault.kind in ("agent_kill", "agent_term"):
+        say(f"  {fault.kind} at +{fault.at:g} s, restart after {fault.for_:g} s")
+        agent.signal(signal.SIGKILL if fault.kind == "agent_kill" else signal.SIGTERM)
+        time.sleep(fault.for_)
+        agent.start()
+        return [Window(fault.kind, now, time.time())]
+    if action.begin:
+        _open[key] = now
+        say(f"  {fault.kind}{f' {fault.device}' if fault.device else ''} from +{fault.at:g} s for {fault.for_:g} s")
+    _toggle(fault, park, action.begin)
+    if action.begin:
+        return []
+    return [Window(fault.kind, _open.pop(key), now, fault.device)]
+
+
+def _toggle(fault: Fault, park: Park, on: bool) -> None:
+    if fault.kind == "broker_down":
+        park.broker.stop() if on else park.broker.start()
+    elif fault.kind == "black_hole":
+        park.proxy.set_black_hole(on)
+    else:
+        assert fault.device is not None
+        bus, unit = park.units[fault.device]
+        faults = park.faults[bus]
+        if fault.kind == "device_silent":
+            (faults.silent.add if on else faults.silent.discard)(unit)
+        elif fault.kind == "corrupt_frames":
+            (faults.corrupt.add if on else faults.corrupt.discard)(unit)
+        elif fault.kind == "device_exception":
+            park.devices[fault.device].fail_with = fault.code if on else None

@@ -1,0 +1,69 @@
+"""HIL scenario files: a park, a run length and a schedule of faults. Validated like agent.yaml
+(pydantic, unknown keys are errors, located by file and line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from agent.config.units import parse_duration
+from agent.config.validation import validate
+from agent.config.yaml_source import load_yaml
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimDevice(Strict):
+    id: str
+    profile: str
+    unit: int = Field(ge=1, le=247)
+    line: str | None = None  # an RS-485 line name (paced PTYs); None: Modbus TCP
+    baudrate: int = 9600
+
+
+class Fault(Strict):
+    """One fault: starts `at` seconds into the run and lasts `for_` seconds."""
+
+    at: Seconds
+    for_: Seconds = Field(0.0, alias="for")
+    kind: str = Field(pattern="^(broker_down|black_hole|device_silent|device_exception|corrupt_frames|agent_kill|agent_term)$")
+    device: str | None = None
+    code: int = 4  # for device_exception
+
+    @model_validator(mode="after")
+    def _needs_device(self) -> Fault:
+        if self.kind.startswith(("device_", "corrupt")) and not self.device:
+            raise ValueError(f"{self.kind} needs `device`")
+        return self
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    duration: Seconds
+    quick_duration: Seconds | None = None
+    interval: Seconds = 1.0
+    batch_interval: Seconds = 2.0
+    devices: list[SimDevice]
+    faults: list[Fault] = Field(default_factory=list)
+
+    def length(self, quick: bool) -> float:
+        return self.quick_duration if quick and self.quick_duration else self.duration
+
+
+def load(name_or_path: str) -> Scenario:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    return validate(Scenario, load_yaml(path))
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))

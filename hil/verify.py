@@ -1,0 +1,156 @@
+"""Verification of a HIL run. Pure: takes what was collected, returns checks and figures.
+
+Every scheduled poll of every device inside the window must be accounted for:
+- delivered (with quality ok, or with the reason it has no value: timeout, exception, ...), or
+- inside an interval the agent announced the device offline (`device_offline` .. `device_online`), or
+- while the agent was not running (killed or stopped; the next start reports the gap), or
+- counted as dropped in a batch header.
+Delivered values must equal what the simulator served for that request, within the wire resolution.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from hil.runner import Collected
+
+GRACE = 2.5  # s around an agent restart where the schedule realigns
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Verdict:
+    scenario: str
+    checks: list[Check] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+    timeline: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def verify(run: Collected) -> Verdict:
+    scenario = run.scenario
+    interval = scenario.interval
+    verdict = Verdict(scenario.name)
+    batches = run.platform.batches(run.schema)
+    readings = [r for _, _, rs in batches for r in rs]
+    by_device: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for r in readings:
+        by_device[r.device][int(r.ts // 1000 // interval)].append(r)
+    offline = _offline_windows(run)
+    down = [(w.start - GRACE, w.end + GRACE) for w in run.windows if w.kind in ("agent_kill", "agent_term")]
+    dropped = sum(h.dropped_new for _, h, _ in batches)
+    first_tick, last_tick = int(run.start // interval) + 2, int(run.end // interval) - 1
+    counts: Counter[str] = Counter()
+    unaccounted: list[str] = []
+    for device in (d.id for d in scenario.devices):
+        for tick in range(first_tick, last_tick + 1):
+            t = tick * interval
+            got = by_device[device].get(tick)
+            if got:
+                ok = all(r.quality == "ok" for r in got)
+                counts["delivered ok" if ok else "delivered with a quality"] += 1
+                for r in got:
+                    counts[f"quality {r.quality}"] += r.quality != "ok"
+            elif any(a <= t <= b for a, b in offline.get(device, [])):
+                counts["device reported offline"] += 1
+            elif any(a <= t <= b for a, b in down):
+                counts["agent not running"] += 1
+            else:
+                unaccounted.append(f"{device}@+{t - run.start:.0f}s")
+    explained_by_drops = min(len(unaccounted), dropped // max(1, _points(run)))
+    counts["counted as dropped"] = explained_by_drops
+    missing = len(unaccounted) - explained_by_drops
+    scheduled = len(scenario.devices) * (last_tick - first_tick + 1)
+    verdict.checks.append(Check("every scheduled poll accounted for", missing == 0,
+                                f"{scheduled} scheduled; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+                                + (f"; UNACCOUNTED {missing}: {', '.join(unaccounted[:8])}" if missing else "")))
+    mismatches, compared = _compare_values(run, readings)
+    verdict.checks.append(Check("delivered values equal what was served", not mismatches and compared > 0,
+                                f"{compared} values compared" + (f"; {len(mismatches)} differ: {mismatches[:3]}"
+                                                                  if mismatches else "")))
+    restarts = sum(w.kind in ("agent_kill", "agent_term") for w in run.windows)
+    gaps = [h.gap_ms for _, h, _ in batches if h.gap_ms is not None]
+    verdict.checks.append(Check("every restart reports its gap", len([g for g in gaps if g > 0]) >= restarts,
+                                f"{restarts} restart(s), {len(gaps)} batch(es) with gap_ms {gaps[:4]}"))
+    seqs = [(h.epoch, h.seq) for _, h, _ in batches]
+    duplicates = sum(n - 1 for n in Counter(seqs).values())
+    verdict.figures.update({"scheduled polls": scheduled, "readings delivered": len(readings),
+                            "batches": len(set(seqs)), "duplicate batches": duplicates,
+                            "readings dropped (reported)": dropped, "unaccounted polls": missing,
+                            "values compared": compared, "value mismatches": len(mismatches)})
+    verdict.figures.update(_latency(batches))
+    verdict.timeline = _timeline(run, batches)
+    return verdict
+
+
+def _points(run: Collected) -> int:
+    return max(1, min(len(d.points) for d in run.schema.devices))
+
+
+def _offline_windows(run: Collected) -> dict[str, list[tuple[float, float]]]:
+    windows: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    opened: dict[str, float] = {}
+    for event in sorted(run.platform.events, key=lambda e: e.get("ts", 0)):
+        device, ts = event.get("device"), event.get("ts", 0) / 1000
+        if event.get("event") == "device_offline" and device:
+            opened[device] = ts - 3 * run.scenario.interval  # the failed polls before the verdict were delivered
+        elif event.get("event") == "device_online" and device in opened:
+            windows[device].append((opened.pop(device), ts + run.scenario.interval))
+    for device, since in opened.items():
+        windows[device].append((since, float("inf")))
+    return windows
+
+
+def _compare_values(run: Collected, readings: list) -> tuple[list[str], int]:
+    exps = {(d.id, p.name): (p.exp, p.kind) for d in run.schema.devices for p in d.points}
+    mismatches, compared = [], 0
+    for r in readings:
+        exp, kind = exps.get((r.device, r.point), (0, "text"))
+        history = run.served.get(r.device)
+        if r.quality != "ok" or kind in ("text", "enum") or not history or not isinstance(r.value, int | float):
+            continue
+        stamps = [t for t, _ in history]
+        i = bisect.bisect_right(stamps, r.ts / 1000)  # served after the request went out (ts is when it did)
+        if i >= len(history):
+            continue
+        served = history[i][1].get(r.point)
+        if not isinstance(served, int | float):
+            continue
+        compared += 1
+        tolerance = max(10.0 ** -exp, abs(served) * 1e-6)
+        if abs(float(r.value) - float(served)) > tolerance:
+            mismatches.append(f"{r.device}.{r.point}@{r.ts}: {r.value} != {served}")
+    return mismatches, compared
+
+
+def _latency(batches: list) -> dict[str, float]:
+    live = [at - r.ts / 1000 for at, header, rs in batches if not header.flags & 1 for r in rs]
+    if len(live) < 2:
+        return {}
+    return {"latency median s": statistics.median(live), "latency p95 s": statistics.quantiles(live, n=20)[-1],
+            "latency max s": max(live)}
+
+
+def _timeline(run: Collected, batches: list) -> dict[str, list[float]]:
+    seconds = int(run.end + 10 - run.start) + 1
+    live, historical, dropped = [0.0] * seconds, [0.0] * seconds, [0.0] * seconds
+    for at, header, rs in batches:
+        i = int(at - run.start)
+        if 0 <= i < seconds:
+            (historical if header.flags & 1 else live)[i] += len(rs)
+            dropped[i] = max(dropped[i], header.dropped_total)
+    for i in range(1, seconds):
+        dropped[i] = max(dropped[i], dropped[i - 1])
+    return {"live": live, "historical": historical, "dropped": dropped}
