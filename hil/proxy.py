@@ -29,7 +29,11 @@ class BlackHoleProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:  # the broker is down: refuse as it would
+            writer.close()
+            return
         link = {"dead": self.black_hole}  # once a link has been black-holed it never forwards again
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
