@@ -41,6 +41,7 @@ from agent.codec import compress, decode_header, set_historical, split
 MAX_EVENTS_KEPT = 1000
 CONTROL_SLOTS = 8  # paho slots beyond the telemetry window for status, schema, events and metrics
 EVENTS_PER_ROUND = 4
+LIVE_RESERVE = 2  # window slots the backlog leaves free for live batches
 PACKET_OVERHEAD = 16  # fixed header, length bytes, packet id, property length of a QoS 1 PUBLISH
 
 
@@ -197,9 +198,10 @@ class Publisher:
         session = self._connect_client()
         self._session = session
         try:
-            await asyncio.wait_for(asyncio.to_thread(self._open_socket, session.client), timeout=30)
+            limit = min(30.0, self.settings.ack_timeout)  # a black-holed path must not hold us for long
+            await asyncio.wait_for(asyncio.to_thread(self._open_socket, session.client), timeout=limit)
             session.client.loop_start()
-            await asyncio.wait_for(session.connected, timeout=30)
+            await asyncio.wait_for(session.connected, timeout=limit)
         except (OSError, TimeoutError, ConnectionRefusedError) as exc:
             await self._close(session)
             self._note_down(f"cannot connect to {self.settings.host}:{self.settings.port}: {exc}")
@@ -347,6 +349,7 @@ class Publisher:
             self._send(session, batch, historical=False)
             room -= 1
         self._tokens = min(self.settings.drain_rate, self._tokens + elapsed * self.settings.drain_rate + 1)
+        room -= min(LIVE_RESERVE, self.settings.window - 1)  # the backlog never takes the last slots: live first
         if room <= 0 or self._tokens < 1:
             return
         in_flight = {f.seq for f in session.inflight.values()}
