@@ -51,6 +51,7 @@ class Scenario(Strict):
     quick_duration: Seconds | None = None
     interval: Seconds = 1.0
     batch_interval: Seconds = 2.0
+    buffer_max_bytes: str = "64MiB"  # small values make an outage overflow the buffer (counted drops)
     devices: list[SimDevice]
     faults: list[Fault] = Field(default_factory=list)
 
