@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def main(names: list[str], quick: bool, out: Path) -> int:
         with tempfile.TemporaryDirectory(prefix=f"hil-{spec.name}-") as tmp:
             collected = runner.run(spec, Path(tmp), quick)
         verdict = verify.verify(collected)
+        if not verdict.passed:  # keep what explains it
+            (out / f"hil-{spec.name}-agent.log").write_text(collected.agent_log)
+            (out / f"hil-{spec.name}-events.json").write_text(json.dumps(collected.platform.events, indent=1))
         png = f"hil-{spec.name}.png"
         report.timeline_png(collected, verdict, out / png)
         results.append((collected, verdict, png))
