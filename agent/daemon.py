@@ -15,11 +15,13 @@ reloads the config, keeping the old one if the new one is invalid.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import fnmatch
 import math
 import os
 import resource
 import signal
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -151,8 +153,16 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR2, self._dump_state)
         if "hang-on-usr1" in os.environ.get("EDGE_AGENT_FAULTS", ""):  # fault injection for tests and HIL
             loop.add_signal_handler(signal.SIGUSR1, lambda: time.sleep(HANG_SECONDS))
+
+    def _dump_state(self) -> None:
+        """`kill -USR2 PID`: every thread's and every task's stack to stderr (journald), for a stuck agent."""
+        faulthandler.dump_traceback(all_threads=True)
+        for task in asyncio.all_tasks():
+            print(f"--- task {task.get_name()}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
 
     def _on_stop_signal(self) -> None:
         if self.stop_requested.is_set():

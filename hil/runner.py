@@ -29,7 +29,8 @@ from hil.proxy import BlackHoleProxy
 from hil.scenario import Fault, Scenario
 from hil.sims import SimThread
 
-SETTLE = 8.0  # seconds the agent keeps running after the window, so the backlog drains
+SETTLE = 8.0  # seconds the agent keeps running after the window at least, so the backlog drains
+SETTLE_MAX = 120.0  # ... and at most: the reconnect backoff after a long outage can reach 60 s
 HISTORY = 5000
 
 
@@ -160,7 +161,10 @@ def run(scenario: Scenario, workdir: Path, quick: bool, say: Callable[[str], Non
             windows += _apply(action, park, agent, say)
         end = start + length
         time.sleep(max(0.0, end - time.time()))
-        time.sleep(SETTLE)
+        _settle(platform, schema, end, say)
+        if agent.proc and agent.proc.poll() is None:
+            agent.proc.send_signal(signal.SIGUSR2)  # thread stacks into the log, for a failing run
+            time.sleep(0.2)
         agent.signal(signal.SIGTERM)
         time.sleep(1.0)
     finally:
@@ -171,6 +175,18 @@ def run(scenario: Scenario, workdir: Path, quick: bool, say: Callable[[str], Non
         park.close()
     return Collected(scenario, start, end, schema, platform, served, windows,
                      agent.log_path.read_text(errors="replace") if agent.log_path.exists() else "")
+
+
+def _settle(platform: Platform, schema: WireSchema, end: float, say: Callable[[str], None]) -> None:
+    """Keep the agent running until the platform has caught up with the end of the window."""
+    deadline = time.time() + SETTLE_MAX
+    time.sleep(SETTLE)
+    while time.time() < deadline:
+        newest = max((r.ts for _, _, rs in platform.batches(schema) for r in rs), default=0) / 1000
+        if newest >= end:
+            return
+        time.sleep(1.0)
+    say(f"  the platform had not caught up {SETTLE_MAX:g} s after the window")
 
 
 @dataclass(frozen=True)
