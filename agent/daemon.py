@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -115,6 +115,7 @@ class Agent:
         self._dropped_reported = 0
         self._first_batch = True
         self._last_before_start: int | None = None
+        self._skipped: dict[str, list[int]] = {}  # device -> scheduled times of coalesced polls, reported each tick
         self._unsynced_since: float | None = None
         self._last_metrics = 0.0
         self._publisher_task: asyncio.Task[None] | None = None
@@ -182,6 +183,7 @@ class Agent:
     def _tick(self) -> None:
         assert self.spool is not None
         self._watch_clock()
+        self._report_skipped()
         self._commit_draft()
         self.spool.tick()
         now = time.monotonic()
@@ -263,12 +265,24 @@ class Agent:
                                    args=[state], id=f"poll:{key}", max_instances=1, coalesce=True,
                                    misfire_grace_time=max(1, math.ceil(interval)))
 
-    def _on_overrun(self, event: JobExecutionEvent) -> None:
-        """A poll still running when its next turn came: counted and coalesced, never queued."""
-        if self.pipeline and event.job_id.startswith("poll:"):
-            state = self.pipeline.devices.get(event.job_id[5:])
-            if state is not None:
-                state.overruns += 1
+    def _on_overrun(self, event: Any) -> None:
+        """A poll still running when its next turn came: counted and coalesced, never queued, and
+        reported (`polls_skipped` event with the scheduled times) so the platform knows why a
+        reading is missing."""
+        if not (self.pipeline and event.job_id.startswith("poll:")):
+            return
+        state = self.pipeline.devices.get(event.job_id[5:])
+        if state is None:
+            return
+        state.overruns += 1
+        times = getattr(event, "scheduled_run_times", None) or [getattr(event, "scheduled_run_time", None)]
+        self._skipped.setdefault(state.reader.device_id, []).extend(
+            int(t.timestamp() * 1000) for t in times if t is not None)
+
+    def _report_skipped(self) -> None:
+        for device, stamps in self._skipped.items():
+            self._event("polls_skipped", device=device, scheduled_ms=sorted(stamps), reason="previous poll still running")
+        self._skipped.clear()
 
     # ------------------------------------------------------------------ the data path
 

@@ -49,6 +49,10 @@ def verify(run: Collected) -> Verdict:
     for r in readings:
         by_device[r.device][int(r.ts // 1000 // interval)].append(r)
     offline = _offline_windows(run)
+    skipped: dict[str, set[int]] = defaultdict(set)
+    for event in run.platform.events:
+        if event.get("event") == "polls_skipped":
+            skipped[event["device"]].update(event.get("scheduled_ms", []))
     down = [(w.start - GRACE, w.end + GRACE) for w in run.windows if w.kind in ("agent_kill", "agent_term")]
     dropped = max((h.dropped_total for _, h, _ in batches), default=0)  # cumulative: survives a lost batch
     first_tick, last_tick = int(run.start // interval) + 2, int(run.end // interval) - 1
@@ -65,6 +69,8 @@ def verify(run: Collected) -> Verdict:
                     counts[f"quality {r.quality}"] += r.quality != "ok"
             elif any(a <= t <= b for a, b in offline.get(device, [])):
                 counts["device reported offline"] += 1
+            elif int(t * 1000) in skipped.get(device, set()):
+                counts["reported skipped (bus busy)"] += 1
             elif any(a <= t <= b for a, b in down):
                 counts["agent not running"] += 1
             else:
