@@ -430,11 +430,3 @@ def _close_client(client: mqtt.Client) -> None:
     except Exception:  # noqa: BLE001 - closing a broken client must not raise
         pass
     client.loop_stop()
-
-
-def _close_client(client: mqtt.Client) -> None:
-    try:
-        client.disconnect()
-    except Exception:  # noqa: BLE001 - closing a broken client must not raise
-        pass
-    client.loop_stop()
