@@ -11,7 +11,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agent.codec import Batch, DeviceInfo, Group, Header, PointInfo, WireSchema
+from agent.buffer.ring import SealedBatch
+from agent.codec import Batch, DeviceInfo, Group, Header, PointInfo, WireSchema, encode
 from agent.config.loader import DeviceSetup
 from agent.drivers.registers import decimals_of
 from agent.types import DataType, PointSpec, Quality, Reading, Value
@@ -52,6 +53,10 @@ class Sealed:
     readings: int
     t_first: int
     t_last: int
+
+    def encoded(self, schema: WireSchema) -> SealedBatch:
+        """The batch on the wire, as the buffer keeps it."""
+        return SealedBatch(self.batch.header.seq, encode(self.batch, schema), self.readings, self.t_first, self.t_last)
 
 
 class Batcher:

@@ -36,7 +36,7 @@ from agent import __version__, log
 from agent.batcher import Batcher, build_schema
 from agent.buffer import Ring, SealedBatch, Spool
 from agent.clock import JumpDetector, synchronized
-from agent.codec import Header, WireSchema, encode
+from agent.codec import Header, WireSchema
 from agent.config import LoadedConfig, load_config
 from agent.drivers.bus import Bus
 from agent.drivers.device import DeviceReader, Health
@@ -296,7 +296,7 @@ class Agent:
             self.log.error("poll crashed", device=state.reader.device_id, error=repr(exc))
             return
         self.batcher.add(result.readings)
-        self._note_health(state, result.transition, result.error, result.answered or result.skipped)
+        self._note_health(state, result.transition, result.error, result.answered)
 
     def _note_health(self, state: DeviceState, transition: Health | None, error: str, answered: bool) -> None:
         device = state.reader.device_id
@@ -349,8 +349,7 @@ class Agent:
         if final:
             self._dropped_reported = dropped_total
             self._first_batch = False
-        return SealedBatch(seq, encode(sealed.batch, self.pipeline.schema), sealed.readings, sealed.t_first,
-                           sealed.t_last)
+        return sealed.encoded(self.pipeline.schema)
 
     def _commit_draft(self) -> None:
         """During an outage, the open batch goes to disk every tick as a draft under its final seq,

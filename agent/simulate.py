@@ -8,6 +8,7 @@ canonical name. Energy and volume counters rise consistently with power and flow
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
@@ -80,6 +81,7 @@ class SimulatedDevice:
     moving: bool = True
     quirks: bool = True  # emulate the profile's timing quirks (pause after connect)
     fail_with: int | None = None  # answer every read with this Modbus exception code (fault injection)
+    delay: float = 0.0  # answer every read this many seconds late (a slow or overloaded device)
     history: int = 0  # keep the last N served value sets with their wall time (verification)
     sunspec: SunSpecLayout = field(default_factory=SunSpecLayout)  # used by `discovery: sunspec` profiles
     clock: Callable[[], float] = time.time
@@ -153,6 +155,8 @@ class SimulatedDevice:
         timing = self.profile.timing()
 
         async def refresh(kind: RegisterKind, address: int, count: int) -> int | Mapping[int, int]:
+            if self.delay:
+                await asyncio.sleep(self.delay)
             if self.fail_with is not None:
                 return self.fail_with
             if not kind.is_bit and timing.even_aligned and (address % 2 or count % 2):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from agent.batcher import Batcher, build_schema
-from agent.buffer import Ring, SealedBatch, Spool
+from agent.buffer import Ring, Spool
 from agent.codec import Header, decode, encode
 from agent.types import Reading
 from bench.report import Figure
@@ -95,8 +95,7 @@ def _latency(window: int, seconds: int) -> Figure:
                 if (second + 1) % window == 0:
                     sealed = batcher.seal(Header("gw-test", ring.epoch, ring.allocate_seq(), 0, 0))
                     assert sealed is not None
-                    spool.add(SealedBatch(sealed.batch.header.seq, encode(sealed.batch, schema), sealed.readings,
-                                          sealed.t_first, sealed.t_last))
+                    spool.add(sealed.encoded(schema))
                     pub.nudge()
                 await asyncio.sleep(max(0.0, start + second + 1 - time.time()))
             await wait_for(lambda: len(sub.payloads) == seconds // window, 10)

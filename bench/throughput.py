@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from agent.batcher import Batcher, build_schema
-from agent.buffer import Ring, SealedBatch, Spool
-from agent.codec import Header, encode
+from agent.buffer import Ring, Spool
+from agent.codec import Header
 from agent.config import ProfileLibrary
 from agent.config.loader import DeviceSetup
 from agent.config.models import DeviceModel
@@ -81,8 +81,7 @@ def run(quick: bool = False) -> list[Figure]:
                     await asyncio.sleep(0.5)
                     sealed = batcher.seal(Header("gw-bench", ring.epoch, ring.allocate_seq(), 0, 0))
                     if sealed:
-                        spool.add(SealedBatch(sealed.batch.header.seq, encode(sealed.batch, schema), sealed.readings,
-                                              sealed.t_first, sealed.t_last))
+                        spool.add(sealed.encoded(schema))
                         publisher.nudge()
 
             cpu = time.process_time()

@@ -158,9 +158,9 @@ class Ring:
     def allocate_seq(self) -> int:
         """The next sequence number; reserves a block on disk when the last one is used up."""
         seq = self._next_seq
-        if seq > self._reserved:
+        if seq > self._reserved:  # on disk first: a number is handed out only once it is reserved there
+            self._write_meta({"seq_reserved": seq + SEQ_RESERVE - 1})
             self._reserved = seq + SEQ_RESERVE - 1
-            self._transaction(lambda: self._put_meta({"seq_reserved": self._reserved}))
         self._next_seq += 1
         return seq
 

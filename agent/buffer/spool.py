@@ -102,8 +102,8 @@ class Spool:
         self._spill(late)
         if self._unwritten and now - self._unwritten_since >= self.outage_commit:
             self._flush_unwritten()
-        if self.ring.pending_acks and (self.ring.pending_acks >= ACK_BATCH or self._acks_since is None
-                                       or now - self._acks_since >= ACK_LINGER):
+        if self._acks_since is not None and (self.ring.pending_acks >= ACK_BATCH
+                                             or now - self._acks_since >= ACK_LINGER):
             self._commit([])
 
     def close(self) -> None:

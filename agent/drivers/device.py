@@ -131,14 +131,11 @@ class DeviceReader:
         error = ""
         plan = self.plan[:1] if probe_only else self._due_requests()
         for index, request in enumerate(plan):
-            ts = int(self.clock.time() * 1000)  # until the bus says when the request really went out
-            for name in request.points:
-                stamps[name] = ts
+            ts = int(self.clock.time() * 1000)
             try:
                 answer, sent_at = await self._transact(request)
-                for name in request.points:
-                    stamps[name] = int(sent_at * 1000)
             except DeviceException as exc:
+                stamps.update(dict.fromkeys(request.points, ts))
                 self.stats.exceptions += 1
                 error = str(exc)
                 if exc.code == ILLEGAL_ADDRESS and len(request.points) > 1:
@@ -152,9 +149,9 @@ class DeviceReader:
                 quality = Quality.DECODE_ERROR if isinstance(exc, FrameError) else Quality.TIMEOUT
                 for rest in plan[index:]:  # a silent device must not hold the bus for the rest of the poll
                     decoded.update(self._failed(rest, quality))
-                    for name in rest.points:
-                        stamps.setdefault(name, ts)
+                    stamps.update(dict.fromkeys(rest.points, ts))
                 break
+            stamps.update(dict.fromkeys(request.points, int(sent_at * 1000)))  # when it really went out
             decoded.update({name: decode_point(self.points[name], words_of(self.points[name], request, answer))
                             for name in request.points})
         self._mark_isolated_skipped(decoded, plan)
@@ -188,7 +185,8 @@ class DeviceReader:
             raise
 
     async def _split(self, request: ReadRequest, stamps: dict[str, int]) -> dict[str, Decoded]:
-        """Exception 2 on a block: read its points one by one, keep what reads, remember the split."""
+        """Exception 2 on a block: read its points one by one, keep what reads, remember the split.
+        If the device stops answering meanwhile, the rest is a timeout and nothing is learned."""
         decoded: dict[str, Decoded] = {}
         failed: set[str] = set()
         for name in request.points:
@@ -196,12 +194,16 @@ class DeviceReader:
             single = plan_reads([spec], self.timing)[0]
             try:
                 answer, sent_at = await self._transact(single)
-                stamps[name] = int(sent_at * 1000)
             except DeviceException as exc:
                 quality = Quality.UNAVAILABLE if exc.code == ILLEGAL_ADDRESS else Quality.EXCEPTION
                 decoded[name] = Decoded(None, quality, exc.code)
                 failed.add(name)
                 continue
+            except (BusError, DeviceError):
+                quality = Quality.TIMEOUT
+                decoded.update({n: Decoded(None, quality) for n in request.points if n not in decoded})
+                return decoded
+            stamps[name] = int(sent_at * 1000)
             decoded[name] = decode_point(spec, words_of(spec, single, answer))
         self.learned = learn_from_split(self.learned, request, dict(self.points), failed)
         self._unreadable |= failed

@@ -55,7 +55,6 @@ class Platform(HilPlatform):
 
     def __init__(self, port: int) -> None:
         super().__init__(port, "park/test-site/gw-test/#", client_id="platform-daemon-test")
-        self.sub = self  # the tests below read .sub.status / .sub.events
 
     def wait(self, predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -76,7 +75,7 @@ def test_readings_arrive_with_the_servers_values_on_aligned_ticks(sim: SimThread
     finally:
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(10)
-    platform.sub.close()
+    platform.close()
     assert agent.returncode == 0, err
     volts = [r for r in platform.readings() if r.point == "voltage_l1"]
     assert all(r.value == 231.5 and r.unit == "V" and r.quality == "ok" for r in volts)
@@ -85,8 +84,8 @@ def test_readings_arrive_with_the_servers_values_on_aligned_ticks(sim: SimThread
     stamps = sorted(r.ts for r in volts)
     assert all(b - a >= 900 for a, b in zip(stamps, stamps[1:], strict=False))  # 1 s interval, no doubles
     assert all(ts % 1000 < 500 for ts in stamps)  # aligned to the second (+ the request's own latency)
-    assert any(s.get("state") == "online" for s in platform.sub.status)
-    assert platform.sub.status[-1] == {"state": "offline", "reason": "shutdown"}
+    assert any(s.get("state") == "online" for s in platform.status)
+    assert platform.status[-1] == {"state": "offline", "reason": "shutdown"}
 
 
 def test_sigterm_during_an_outage_loses_nothing(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
@@ -112,7 +111,7 @@ def test_sigterm_during_an_outage_loses_nothing(sim: SimThread, broker: Broker, 
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.communicate(10)
-    platform.sub.close()
+    platform.close()
     seconds = sorted({r.ts // 1000 for r in platform.readings() if r.point == "voltage_l1"})
     first_run = [s for s in seconds if s <= seconds[0] + 3]
     assert len(first_run) >= 4  # the outage's polls were kept and delivered, one per second, no hole
@@ -128,15 +127,15 @@ def test_sighup_with_a_broken_config_keeps_running(sim: SimThread, broker: Broke
         assert platform.wait(lambda: len(platform.readings()) > 0, 20)
         config.write_text(config.read_text().replace("interval: 1s", "intervall: 1s"))
         agent.send_signal(signal.SIGHUP)
-        assert platform.wait(lambda: any(e["event"] == "config_reload_failed" for e in platform.sub.events), 10)
+        assert platform.wait(lambda: any(e["event"] == "config_reload_failed" for e in platform.events), 10)
         before = len(platform.readings())
         assert platform.wait(lambda: len(platform.readings()) > before + 21, 10)  # still polling, old config
         assert agent.poll() is None
     finally:
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(10)
-    platform.sub.close()
-    failed = next(e for e in platform.sub.events if e["event"] == "config_reload_failed")
+    platform.close()
+    failed = next(e for e in platform.events if e["event"] == "config_reload_failed")
     assert any("intervall" in p and "agent.yaml:4" in p for p in failed["problems"])
     assert "config reload failed" in err
 
@@ -194,7 +193,7 @@ def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker
     finally:
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(10)
-    platform.sub.close()
+    platform.close()
     assert arrived, err[-2000:]
     assert agent.returncode == 0, err
     volts = sorted(r.ts for r in platform.readings() if r.point == "voltage_l1")

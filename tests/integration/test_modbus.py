@@ -255,3 +255,25 @@ def test_simulated_huawei_ignores_requests_right_after_connect(sim: SimThread, l
     assert all(r.quality is Quality.TIMEOUT for r in hasty.values())
     patient, _ = asyncio.run(poll_once(spec, 1, library, "huawei/sun2000"))
     assert all(r.quality is Quality.OK for r in patient.values())
+
+
+def test_device_going_silent_during_a_split_is_a_timeout_not_a_crash(sim: SimThread, library: ProfileLibrary) -> None:
+    """The block answers exception 2 (a missing register), then every single read times out: the
+    poll still returns every point with a reason, and nothing is learned from the half-done split."""
+    profile = library.load("eastron/sdm630")
+    slow = SimulatedDevice(profile, missing={"energy_export"}, moving=False, delay=0.4)  # the block is refused at once
+    spec, _ = sim.tcp({1: slow})
+
+    async def scenario() -> tuple[list, object, int]:
+        bus = Bus("t", spec)
+        reader = DeviceReader("m", 1, profile.points, replace(profile.timing(), timeout=0.1), bus)
+        result = await reader.poll()
+        await bus.close()
+        return result.readings, reader.learned, len(reader.plan)
+
+    readings, learned, requests = asyncio.run(scenario())
+    by_point = {r.point: r for r in readings}
+    assert set(by_point) == set(profile.points)
+    block = [name for name in by_point if profile.points[name].address < 0x100]
+    assert all(by_point[name].quality is Quality.TIMEOUT for name in block)
+    assert not learned.isolated and not learned.barriers and requests == 2
