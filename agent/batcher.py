@@ -73,18 +73,30 @@ class Batcher:
         self.unknown = 0  # readings of devices or points the schema does not have (dropped, counted)
 
     def add(self, readings: Iterable[Reading]) -> None:
+        """Append readings (in the poll path: one device's poll at a time, so lookups are per run)."""
+        device: str | None = None
+        kinds: dict[str, str] = {}
+        t_first, t_last = self.t_first, self.t_last
         for r in readings:
-            kinds = self._kinds.get(r.device)
-            if kinds is None or r.point not in kinds:
+            if r.device != device:
+                device = r.device
+                kinds = self._kinds.get(device, {})
+            kind = kinds.get(r.point)
+            if kind is None:
                 self.unknown += 1
                 continue
-            value = r.detail if kinds[r.point] == "enum" and r.quality is Quality.OK else r.value
             if r.quality is not Quality.OK:
-                value = None
-            self._rows.setdefault(r.device, {}).setdefault(r.point, []).append((r.ts_ms, value, r.quality, r.detail))
+                value: Value = None
+            else:
+                value = r.detail if kind == "enum" else r.value
+            self._rows.setdefault(device, {}).setdefault(r.point, []).append((r.ts_ms, value, r.quality, r.detail))
             self.count += 1
-            self.t_first = r.ts_ms if self.t_first is None else min(self.t_first, r.ts_ms)
-            self.t_last = r.ts_ms if self.t_last is None else max(self.t_last, r.ts_ms)
+            ts = r.ts_ms
+            if t_first is None or ts < t_first:
+                t_first = ts
+            if t_last is None or ts > t_last:
+                t_last = ts
+        self.t_first, self.t_last = t_first, t_last
 
     def peek(self, header: Header) -> Sealed | None:
         """The open batch as it stands, without closing it (a draft for the disk during outages)."""

@@ -13,14 +13,15 @@ import time
 from pathlib import Path
 
 from bench.report import Figure
+from bench.workload import PROFILES, REFERENCE_METER, library
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(directory: Path, port: int, devices: int) -> Path:
-    lines = ["gateway: {id: gw-bench, site: bench}", f'buses: [{{name: plant, url: "tcp://127.0.0.1:{port}"}}]',
-             "devices:"]
-    lines += [f"  - {{id: meter-{i:03d}, bus: plant, unit: {i + 1}, profile: eastron/sdm630, interval: 10s}}"
+    lines = ["gateway: {id: gw-bench, site: bench}", f'profiles_dirs: ["{PROFILES}"]',
+             f'buses: [{{name: plant, url: "tcp://127.0.0.1:{port}"}}]', "devices:"]
+    lines += [f"  - {{id: meter-{i:03d}, bus: plant, unit: {i + 1}, profile: {REFERENCE_METER}, interval: 10s}}"
               for i in range(devices)]
     lines.append(f'buffer: {{path: "{directory}/buf", max_bytes: 64MiB, min_free_bytes: 1MiB}}')
     path = directory / "agent.yaml"
@@ -39,13 +40,12 @@ def _proc_stat(pid: int) -> tuple[int, float]:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from agent.config import ProfileLibrary
     from agent.simulate import SimulatedDevice
-    from tests.conftest import SimThread
+    from hil.sims import SimThread
 
     devices = 20 if quick else 100
     sim = SimThread()
-    profile = ProfileLibrary().load("eastron/sdm630")
+    profile = library().load(REFERENCE_METER)
     spec, _ = sim.tcp({i + 1: SimulatedDevice(profile) for i in range(devices)})
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -14,55 +14,66 @@ from pathlib import Path
 
 from agent.batcher import Batcher, build_schema
 from agent.buffer import Ring, Spool
-from agent.codec import Header, decode, encode
+from agent.codec import Header, compress, decode, encode
 from agent.types import Reading
 from bench.report import Figure
-from bench.workload import readings, setups
-
-T0 = 1_763_700_000_000
+from bench.workload import PARK_INTERVAL_S, PARK_METERS, T0, readings, setups
 
 
-def wire_bytes(meters: int, seconds: int, window: int) -> tuple[int, int]:
-    """(bytes of all batches, values) for `seconds` of the workload sealed every `window` s."""
+def wire_bytes(meters: int, polls: int, window: int, interval_s: int = 1, zlib: bool = False) -> tuple[int, int]:
+    """(bytes of all batches, values) for `polls` polls of the workload, sealed every `window` polls."""
     schema = build_schema("gw-guian-01", setups(meters))
     batcher = Batcher(schema)
-    by_second: dict[int, list[Reading]] = {}
-    for r in readings(meters, seconds):
-        by_second.setdefault((r.ts_ms - T0) // 1000, []).append(r)
+    by_poll: dict[int, list[Reading]] = {}
+    for r in readings(meters, polls, interval_s):
+        by_poll.setdefault((r.ts_ms - T0) // (interval_s * 1000), []).append(r)
     total = values = 0
-    for second in range(seconds):
-        batcher.add(by_second[second])
-        values += len(by_second[second])
-        if (second + 1) % window == 0:
-            sealed = batcher.seal(Header("gw-guian-01", 1_234_567_890, 100_000 + second, 0, 0))
+    for poll in range(polls):
+        batcher.add(by_poll[poll])
+        values += len(by_poll[poll])
+        if (poll + 1) % window == 0:
+            sealed = batcher.seal(Header("gw-guian-01", 1_234_567_890, 100_000 + poll, 0, 0))
             assert sealed is not None
-            total += len(encode(sealed.batch, schema))
+            payload = encode(sealed.batch, schema)
+            total += len(compress(payload) if zlib else payload)
     return total, values
 
 
-def json_bytes(meters: int, seconds: int) -> tuple[int, int]:
+def json_bytes(meters: int, polls: int, interval_s: int = 1) -> tuple[int, int]:
     """The same readings as ThingsBoard-style JSON: per device and poll, {"ts", "values": {...}}."""
-    polls: dict[tuple[str, int], dict[str, object]] = {}
-    rows = readings(meters, seconds)
+    by_poll: dict[tuple[str, int], dict[str, object]] = {}
+    rows = readings(meters, polls, interval_s)
     for r in rows:
-        polls.setdefault((r.device, r.ts_ms // 1000), {})[r.point] = r.value
-    size = sum(len(json.dumps({device: [{"ts": second * 1000, "values": values}]}))
-               for (device, second), values in polls.items())
+        by_poll.setdefault((r.device, (r.ts_ms - T0) // (interval_s * 1000)), {})[r.point] = r.value
+    size = sum(len(json.dumps({device: [{"ts": T0 + poll * interval_s * 1000, "values": values}]}))
+               for (device, poll), values in by_poll.items())
     return size, len(rows)
 
 
 def run(quick: bool = False) -> list[Figure]:
-    meters = 10
-    seconds = 60 if quick else 600
     figures = []
+    meters, seconds = 10, (60 if quick else 600)
     json_total, values = json_bytes(meters, seconds)
     json_per_value = json_total / values
     for window in (1, 10, 60):
         total, values = wire_bytes(meters, seconds, window)
         per_value = total / values
-        figures.append(Figure(f"bytes/value, {window} s batches", per_value, "B/value", 3.0 if window == 10 else None,
-                              note=f"JSON of the same readings {json_per_value:.1f} B/value "
+        figures.append(Figure(f"bytes/value, 1 s polls, {window} s batches", per_value, "B/value",
+                              3.0 if window == 10 else None,
+                              note=f"{meters} reference meters; JSON of the same readings {json_per_value:.1f} B/value "
                                    f"({json_per_value / per_value:.1f}x larger); ThingsBoard measured 19.9"))
+    polls = 12 if quick else 60
+    json_total, values = json_bytes(PARK_METERS, polls, PARK_INTERVAL_S)
+    json_per_value = json_total / values
+    for window, zlib in ((1, False), (1, True), (6, False)):
+        total, values = wire_bytes(PARK_METERS, polls, window, PARK_INTERVAL_S, zlib)
+        per_value = total / values
+        figures.append(Figure(f"bytes/value, reference park, {window * PARK_INTERVAL_S} s batches"
+                              f"{', compress: true' if zlib else ''}", per_value,
+                              "B/value", note=f"{PARK_METERS} x 40 points every {PARK_INTERVAL_S} s, "
+                                              f"{total / values * PARK_METERS * 40 * 3600 / PARK_INTERVAL_S / 1e6:.1f} "
+                                              f"MB/h; JSON {json_per_value:.1f} B/value "
+                                              f"({json_per_value / per_value:.1f}x larger)"))
     for window in (1, 10):
         figures.append(_latency(window, (3 if quick else 6) * window))
     return figures

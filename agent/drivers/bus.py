@@ -1,10 +1,13 @@
 """One owner per bus: every transaction on one RS-485 line or TCP endpoint goes through one Bus.
 
-A Bus runs its blocking transport on a single thread of its own, takes one transaction at a time
-(an asyncio lock, so devices queue fairly instead of colliding on the wire), keeps the pauses a
-device asks for (after connect, between requests, and the 3.5-character RTU silence), and
-reconnects with capped exponential backoff, forever. While the link is down, `read` fails at
-once with BusError instead of making every device wait out a connect timeout.
+A Bus runs its blocking transport on a single thread of its own and takes one exchange at a
+time: a device hands over the requests of a whole poll at once (one thread hand-off per poll, not
+per request: on a gateway the hand-off costs more CPU than the Modbus request itself), and they go
+out back to back with the pauses the device asks for (after connect, between requests, and the
+3.5-character RTU silence). Devices queue fairly behind each other in the thread's FIFO instead
+of colliding on the wire. The bus reconnects with capped exponential backoff, forever; while the
+link is down an exchange fails at once with BusError instead of making every device wait out a
+connect timeout. Only the bus thread touches the transport and the link state.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from agent.drivers.pymodbus_adapter import ModbusTransport
 from agent.drivers.urls import BusSpec
-from agent.errors import BusError
+from agent.errors import BusError, DeviceError, DeviceException
 from agent.types import DeviceTiming, ReadRequest
 
 TransportFactory = Callable[[BusSpec], ModbusTransport]
@@ -42,6 +45,22 @@ class Backoff:
         return min(self.cap, self.first * 2 ** max(0, failures - 1))
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one request of an exchange came back with: its words or its error, and the wall time
+    it went out (after the pauses), which is the timestamp its readings carry."""
+
+    sent_at: float
+    words: list[int] | None = None
+    error: BusError | DeviceError | None = None
+
+    @property
+    def ends_exchange(self) -> bool:
+        """A timeout, a garbled answer or a dead link: the device or the line is not answering, so
+        the rest of the exchange is not sent. An exception response is an answer; it does not."""
+        return self.error is not None and not isinstance(self.error, DeviceException)
+
+
 class Bus:
     """Serialized access to one transport; safe to share between the devices on it."""
 
@@ -53,61 +72,91 @@ class Bus:
         self.state = BusState.IDLE
         self.transactions = 0
         self.connects = 0
+        self.last_error = ""
         self._factory = transport_factory
         self._transport: ModbusTransport | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bus-{name}")
-        self._lock = asyncio.Lock()
         self._failures = 0
         self._retry_at = 0.0
         self._quiet_until = 0.0  # monotonic time before which no request may go out
-        self.last_error = ""
 
     def __repr__(self) -> str:
         return f"<Bus {self.name} {self.spec} {self.state.value} transactions={self.transactions}>"
+
+    async def exchange(self, unit: int, requests: Sequence[ReadRequest], timing: DeviceTiming) -> list[Outcome]:
+        """Send `requests` to `unit` back to back in one hand-off to the bus thread.
+
+        Returns one Outcome per request sent; it stops after the first outcome that `ends_exchange`
+        (so the list can be shorter than `requests`: the rest was not sent).
+        """
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._exchange, unit, tuple(requests), timing)
+        except RuntimeError as exc:  # the executor was shut down: the bus is closed
+            return [Outcome(time.time(), error=BusError(f"bus {self.name} is closed ({exc})"))]
+
+    async def transact(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> tuple[list[int], float]:
+        """One request; returns its words and send time, raises BusError or a DeviceError."""
+        outcome = (await self.exchange(unit, (request,), timing))[0]
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.words is not None
+        return outcome.words, outcome.sent_at
 
     async def read(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> list[int]:
         """One read transaction; raises BusError (link) or a DeviceError (this device only)."""
         words, _ = await self.transact(unit, request, timing)
         return words
 
-    async def transact(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> tuple[list[int], float]:
-        """Like read(), also returning the wall time the request went out (after the pauses)."""
-        async with self._lock:
-            await self._ensure_connected(timing)
-            await self._wait_quiet()
-            assert self._transport is not None
-            sent_at = time.time()
-            try:
-                words = await self._run(self._transport.read, request.kind, unit, request.start,
-                                        request.count, timing.timeout)
-                return words, sent_at  # type: ignore[return-value]
-            except BusError as exc:
-                self._mark_down(str(exc))
-                raise
-            finally:
-                self.transactions += 1
-                self._quiet_until = time.monotonic() + max(timing.pause_between_requests, self._frame_gap())
-
     async def close(self) -> None:
-        async with self._lock:
-            if self._transport is not None:
-                await self._run(self._transport.close)
-            self._transport = None
-            self.state = BusState.CLOSED
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        except RuntimeError:
+            pass  # closed already
         self._executor.shutdown(wait=False)
 
-    async def _ensure_connected(self, timing: DeviceTiming) -> None:
+    # ---------------------------------------------------------------- on the bus thread only
+
+    def _exchange(self, unit: int, requests: tuple[ReadRequest, ...], timing: DeviceTiming) -> list[Outcome]:
+        outcomes = []
+        for request in requests:
+            outcome = self._request(unit, request, timing)
+            outcomes.append(outcome)
+            if outcome.ends_exchange:
+                break
+        return outcomes
+
+    def _request(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> Outcome:
+        try:
+            transport = self._connected(timing)
+        except BusError as exc:
+            return Outcome(time.time(), error=exc)
+        self._wait_quiet()
+        sent_at = time.time()
+        try:
+            words = transport.read(request.kind, unit, request.start, request.count, timing.timeout)
+            return Outcome(sent_at, words=words)
+        except BusError as exc:
+            self._mark_down(str(exc))
+            return Outcome(sent_at, error=exc)
+        except DeviceError as exc:
+            return Outcome(sent_at, error=exc)
+        finally:
+            self.transactions += 1
+            self._quiet_until = time.monotonic() + max(timing.pause_between_requests, self._frame_gap())
+
+    def _connected(self, timing: DeviceTiming) -> ModbusTransport:
         if self.state is BusState.CLOSED:
             raise BusError(f"bus {self.name} is closed")
         if self._transport is not None and self._transport.connected:
-            return
+            return self._transport
         now = time.monotonic()
         if self.state is BusState.DOWN and now < self._retry_at:
             raise BusError(f"bus {self.name} down ({self.last_error}); next attempt in {self._retry_at - now:.1f} s")
         try:
             if self._transport is None:
                 self._transport = self._factory(self.spec)
-            await self._run(self._transport.connect)
+            self._transport.connect()
         except BusError as exc:
             self._mark_down(str(exc))
             raise
@@ -115,7 +164,14 @@ class Bus:
         self.state = BusState.UP
         self._failures = 0
         if timing.pause_after_connect:
-            await asyncio.sleep(timing.pause_after_connect)  # Huawei dongles drop the first request otherwise
+            time.sleep(timing.pause_after_connect)  # Huawei dongles drop the first request otherwise
+        return self._transport
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
+        self.state = BusState.CLOSED
 
     def _mark_down(self, reason: str) -> None:
         self._failures += 1
@@ -123,14 +179,11 @@ class Bus:
         self.last_error = reason
         self._retry_at = time.monotonic() + self.backoff.delay(self._failures)
 
-    async def _wait_quiet(self) -> None:
+    def _wait_quiet(self) -> None:
         delay = self._quiet_until - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            time.sleep(delay)
 
     def _frame_gap(self) -> float:
         """RTU needs 3.5 characters of silence between frames."""
         return 3.5 * self.spec.serial.char_time if self.spec.serial else 0.0
-
-    async def _run(self, fn: Callable[..., object], *args: object):  # type: ignore[no-untyped-def]
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

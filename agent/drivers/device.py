@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 from dataclasses import dataclass, field
 
-from agent.drivers.bus import Backoff, Bus
-from agent.drivers.decode import Decoded, decode_point, derive, words_of
+from agent.drivers.bus import Backoff, Bus, Outcome
+from agent.drivers.decode import BlockDecoder, Decoded, decode_point, derive, words_of
 from agent.drivers.plan import Learned, learn_from_split, plan_reads
 from agent.drivers.sunspec import NotSunSpec, SunSpecMap, discover, place
 from agent.errors import ILLEGAL_ADDRESS, BusError, DeviceError, DeviceException, DeviceTimeout, FrameError
@@ -75,7 +75,9 @@ class DeviceReader:
         self.declared = dict(self.points)
         self.sunspec: SunSpecMap | None = None
         self.learned = Learned()
-        self.plan: list[ReadRequest] = plan_reads(self._read_points(), self.timing, self.learned)
+        self.plan: list[ReadRequest] = []
+        self._decoders: dict[ReadRequest, BlockDecoder] = {}
+        self._replan()
         self.health = Health.ONLINE
         self.stats = DeviceStats()
         self._failed_polls = 0
@@ -119,43 +121,43 @@ class DeviceReader:
             return {n: Decoded(None, Quality.TIMEOUT) for n in self.declared}, str(exc)
         self.sunspec = found
         self.points = place(self.declared, found)
-        self.plan = plan_reads(self._read_points(), self.timing, self.learned)
+        self._replan()
         return None
 
     def plan_points(self) -> list[str]:
         return [name for request in self.plan for name in request.points]
 
     async def _run_plan(self, probe_only: bool) -> tuple[dict[str, Decoded], dict[str, int], str]:
+        """The whole plan in one exchange; blocks refused with exception 2 are then read point by point."""
         decoded: dict[str, Decoded] = {}
         stamps: dict[str, int] = {}
-        error = ""
         plan = self.plan[:1] if probe_only else self._due_requests()
-        for index, request in enumerate(plan):
-            ts = int(self.clock.time() * 1000)
-            try:
-                answer, sent_at = await self._transact(request)
-            except DeviceException as exc:
-                stamps.update(dict.fromkeys(request.points, ts))
-                self.stats.exceptions += 1
-                error = str(exc)
-                if exc.code == ILLEGAL_ADDRESS and len(request.points) > 1:
-                    decoded.update(await self._split(request, stamps))
+        if not plan:
+            return derive(self.points.values(), decoded, self.constants), stamps, ""
+        outcomes = await self._exchange(plan)
+        last = outcomes[-1]
+        abort_quality = _abort_quality(last)  # set when the device stopped answering mid-poll
+        refused: list[ReadRequest] = []
+        for request, outcome in zip(plan, outcomes):
+            stamps.update(dict.fromkeys(request.points, int(outcome.sent_at * 1000)))
+            if outcome.words is not None:
+                decoded.update(self._decoders[request](outcome.words))
+            elif isinstance(outcome.error, DeviceException):
+                code = outcome.error.code
+                if code == ILLEGAL_ADDRESS and len(request.points) > 1:
+                    refused.append(request)
                 else:
-                    decoded.update(self._failed(request, Quality.EXCEPTION if exc.code != ILLEGAL_ADDRESS
-                                                else Quality.UNAVAILABLE, exc.code))
-                continue
-            except (BusError, DeviceError) as exc:
-                error = str(exc)
-                quality = Quality.DECODE_ERROR if isinstance(exc, FrameError) else Quality.TIMEOUT
-                for rest in plan[index:]:  # a silent device must not hold the bus for the rest of the poll
-                    decoded.update(self._failed(rest, quality))
-                    stamps.update(dict.fromkeys(rest.points, ts))
-                break
-            stamps.update(dict.fromkeys(request.points, int(sent_at * 1000)))  # when it really went out
-            decoded.update({name: decode_point(self.points[name], words_of(self.points[name], request, answer))
-                            for name in request.points})
+                    decoded.update(self._failed(request, Quality.UNAVAILABLE if code == ILLEGAL_ADDRESS
+                                                else Quality.EXCEPTION, code))
+        if abort_quality is not None:  # the rest was not sent, and a refused block is not split now
+            for request in [*refused, *plan[len(outcomes) - 1:]]:
+                decoded.update(self._failed(request, abort_quality))
+                stamps.update(dict.fromkeys(request.points, int(last.sent_at * 1000)))
+        else:
+            for request in refused:
+                decoded.update(await self._split(request, stamps))
         self._mark_isolated_skipped(decoded, plan)
-        return derive(self.points.values(), decoded, self.constants), stamps, error
+        return derive(self.points.values(), decoded, self.constants), stamps, _first_error(outcomes)
 
     def _due_requests(self) -> list[ReadRequest]:
         """Requests of isolated points that keep failing are retried only every N polls."""
@@ -170,48 +172,58 @@ class DeviceReader:
             decoded[name] = Decoded(None, Quality.UNAVAILABLE, detail=ILLEGAL_ADDRESS)
 
     async def _read(self, request: ReadRequest) -> list[int]:
-        words, _ = await self._transact(request)
-        return words
+        outcome = (await self._exchange([request]))[0]
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.words is not None
+        return outcome.words
 
-    async def _transact(self, request: ReadRequest) -> tuple[list[int], float]:
-        self.stats.requests += 1
-        try:
-            return await self.bus.transact(self.unit, request, self.timing)
-        except DeviceTimeout:
-            self.stats.timeouts += 1
-            raise
-        except BusError:
-            self.stats.bus_errors += 1
-            raise
+    async def _exchange(self, requests: list[ReadRequest]) -> list[Outcome]:
+        outcomes = await self.bus.exchange(self.unit, requests, self.timing)
+        stats = self.stats
+        stats.requests += len(outcomes)
+        for outcome in outcomes:
+            if isinstance(outcome.error, DeviceException):
+                stats.exceptions += 1
+            elif isinstance(outcome.error, DeviceTimeout):
+                stats.timeouts += 1
+            elif isinstance(outcome.error, BusError):
+                stats.bus_errors += 1
+        return outcomes
 
     async def _split(self, request: ReadRequest, stamps: dict[str, int]) -> dict[str, Decoded]:
         """Exception 2 on a block: read its points one by one, keep what reads, remember the split.
         If the device stops answering meanwhile, the rest is a timeout and nothing is learned."""
+        singles = [plan_reads([self.points[name]], self.timing)[0] for name in request.points]
+        outcomes = await self._exchange(singles)
         decoded: dict[str, Decoded] = {}
         failed: set[str] = set()
-        for name in request.points:
-            spec = self.points[name]
-            single = plan_reads([spec], self.timing)[0]
-            try:
-                answer, sent_at = await self._transact(single)
-            except DeviceException as exc:
-                quality = Quality.UNAVAILABLE if exc.code == ILLEGAL_ADDRESS else Quality.EXCEPTION
-                decoded[name] = Decoded(None, quality, exc.code)
+        for single, outcome in zip(singles, outcomes):
+            name = single.points[0]
+            stamps[name] = int(outcome.sent_at * 1000)
+            if outcome.words is not None:
+                decoded[name] = decode_point(self.points[name], words_of(self.points[name], single, outcome.words))
+            elif isinstance(outcome.error, DeviceException):
+                code = outcome.error.code
+                decoded[name] = Decoded(None, Quality.UNAVAILABLE if code == ILLEGAL_ADDRESS else Quality.EXCEPTION,
+                                        code)
                 failed.add(name)
-                continue
-            except (BusError, DeviceError):
-                quality = Quality.TIMEOUT
-                decoded.update({n: Decoded(None, quality) for n in request.points if n not in decoded})
-                return decoded
-            stamps[name] = int(sent_at * 1000)
-            decoded[name] = decode_point(spec, words_of(spec, single, answer))
+        if outcomes[-1].ends_exchange:
+            decoded.update({n: Decoded(None, Quality.TIMEOUT) for n in request.points if n not in decoded})
+            return decoded
         self.learned = learn_from_split(self.learned, request, dict(self.points), failed)
         self._unreadable |= failed
-        self.plan = plan_reads(self._read_points(), self.timing, self.learned)
+        self._replan()
         return decoded
 
     def _failed(self, request: ReadRequest, quality: Quality, detail: int = 0) -> dict[str, Decoded]:
         return {name: Decoded(None, quality, detail) for name in request.points}
+
+    def _replan(self) -> None:
+        """Plan the reads again (after discovery or a split) and compile a decoder per request."""
+        self.plan = plan_reads(self._read_points(), self.timing, self.learned)
+        self._decoders = {request: BlockDecoder(request, [self.points[name] for name in request.points])
+                          for request in self.plan}
 
     def _update_health(self, decoded: Mapping[str, Decoded]) -> Health | None:
         answered = any(d.quality is not Quality.TIMEOUT for d in decoded.values())
@@ -239,3 +251,14 @@ class DeviceReader:
         return [Reading(self.device_id, name, stamps.get(name, fallback), d.value, d.quality, d.detail, d.raw)
                 for name, d in decoded.items()
                 if name in self.points and not self.points[name].hidden]
+
+
+def _abort_quality(last: Outcome) -> Quality | None:
+    """How the points left unread by an exchange that ended early are marked; None if it did not."""
+    if not last.ends_exchange:
+        return None
+    return Quality.DECODE_ERROR if isinstance(last.error, FrameError) else Quality.TIMEOUT
+
+
+def _first_error(outcomes: list[Outcome]) -> str:
+    return next((str(o.error) for o in outcomes if o.error is not None), "")

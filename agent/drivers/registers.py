@@ -20,6 +20,7 @@ _INT_FORMATS = {
 }
 
 
+_F32 = struct.Struct(">f")
 _PACKERS = {n: struct.Struct(f">{n}H") for n in range(1, 126)}
 
 
@@ -29,6 +30,11 @@ def to_bytes(words: Sequence[int], order: Order) -> bytes:
     if order.swap_bytes:
         ordered = [(w & 0xFF) << 8 | w >> 8 for w in ordered]
     return _PACKERS[len(ordered)].pack(*ordered)
+
+
+def words_to_bytes(words: Sequence[int]) -> bytes:
+    """Registers as received -> their bytes on the wire (big-endian words, no reordering)."""
+    return _PACKERS[len(words)].pack(*words)
 
 
 def from_bytes(data: bytes, order: Order) -> list[int]:
@@ -72,12 +78,15 @@ def shortest_f32(value: float) -> float:
     A float32 carries about 7 significant digits; printing the double it widens to invents
     digits the meter never measured, and costs bytes in the integer-scaled wire encoding.
     """
-    if not math.isfinite(value) or value == 0.0:
+    candidate = float(f"{value:.7g}")  # %g drops trailing zeros: 230.1 stays 230.1; enough for most
+    packed = _F32.pack(value)
+    if _F32.pack(candidate) == packed:
+        return candidate
+    if not math.isfinite(value):
         return value
-    packed = struct.pack(">f", value)
-    for digits in (7, 8, 9):  # %g drops trailing zeros, so 7 digits also prints 230.1 as 230.1
+    for digits in (8, 9):
         candidate = float(f"{value:.{digits}g}")
-        if struct.pack(">f", candidate) == packed:
+        if _F32.pack(candidate) == packed:
             return candidate
     return value
 

@@ -97,12 +97,13 @@ def test_integer_scaled_columns_round_trip(exp: int, raw: list[int | None]) -> N
 
 
 def test_size_does_not_regress_on_the_reference_fixture() -> None:
-    """5 SDM630-like meters, 60 polls at 1 s, 10 s batches (bench/workload.py, fixed seed).
-    Recorded when the format was written: 14,059 bytes for 6,300 values (2.23 B/value). The issue's
+    """5 reference meters (40 float32 points), 60 polls at 1 s, 10 s batches (bench/workload.py,
+    fixed seed). Recorded when the fixture moved from 21-point SDM630s to the 40-point reference
+    meter: 25,635 bytes for 12,000 values (2.14 B/value; the SDM630 fixture was 2.23). The issue's
     ceiling is 3.0 B/value; a change that grows this fixture must say why."""
     from bench.payload import wire_bytes
 
     total, values = wire_bytes(5, 60, 10)
-    assert values == 6300
-    assert total <= 14_059
+    assert values == 12_000
+    assert total <= 25_635
     assert total / values <= 3.0

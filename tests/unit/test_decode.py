@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from agent.drivers.decode import Decoded, decode_point, derive
-from agent.types import DataType, Order, PointSpec, Quality, RegisterKind
+from agent.drivers.decode import BlockDecoder, Decoded, decode_point, derive
+from agent.types import DataType, Order, PointSpec, Quality, ReadRequest, RegisterKind
 
 H = RegisterKind.HOLDING
 
@@ -36,6 +38,37 @@ def spec(data_type: DataType = DataType.U16, words: int = 1, **kw: object) -> Po
 ])
 def test_decode_point(point: PointSpec, words: list[int], expected: Decoded) -> None:
     assert decode_point(point, words) == expected
+    whole_answer = ReadRequest(point.register, point.address, point.words, (point.name,))
+    assert BlockDecoder(whole_answer, [point])(words) == {point.name: expected}
+
+
+NUMBERS = [t for t in DataType if t not in (DataType.STRING, DataType.ENUM, DataType.BITS)]
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> tuple[ReadRequest, list[PointSpec], list[int]]:
+    """A request covering a few points of random types, orders, sentinels and scales, and an answer."""
+    specs, address = [], 0
+    for index in range(draw(st.integers(1, 6))):
+        address += draw(st.integers(0, 3))
+        data_type = draw(st.sampled_from([*NUMBERS, DataType.BITS, DataType.ENUM]))
+        words = data_type.words
+        na = draw(st.frozensets(st.sampled_from([0, 0xFFFF, 0x8000, 0x7FFFFFFF, 0xFFFFFFFF]), max_size=2))
+        specs.append(PointSpec(f"p{index}", H, address, data_type, words, draw(st.sampled_from(list(Order))),
+                               scale=draw(st.sampled_from([1.0, 0.1, 0.001, 10.0])), na=na,
+                               values=((1, "one"),) if data_type is DataType.ENUM else ()))
+        address += words
+    answer = draw(st.lists(st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 0xFFFF, 0x7FC0, 0x8000])),
+                           min_size=address, max_size=address))
+    return ReadRequest(H, 0, address, tuple(s.name for s in specs)), specs, answer
+
+
+@given(blocks())
+def test_block_decoder_agrees_with_decode_point(block: tuple[ReadRequest, list[PointSpec], list[int]]) -> None:
+    """The compiled fast path and the general one give the same value, quality and raw words."""
+    request, specs, answer = block
+    general = {s.name: decode_point(s, answer[s.address:s.end]) for s in specs}
+    assert BlockDecoder(request, specs)(answer) == general
 
 
 def dtsu_points() -> list[PointSpec]:
