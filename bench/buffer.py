@@ -2,13 +2,14 @@
 reference park, startup time and RSS on a full buffer.
 
 Reference load: 50 meters x 40 points every 10 s, sealed into one batch per 10 s (2000 values,
-about 6 KB at 3 bytes/value). An hour is 360 batches; time is simulated with a fake clock (the
+the size of a real encoded reference-park batch: about 12 KB uncompressed, bench/workload.py). An hour is 360 batches; time is simulated with a fake clock (the
 modes' timers), the disk is real, and bytes written are read from /proc/self/io (`write_bytes`:
 what reached the block layer, fsyncs included).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -22,8 +23,8 @@ from pathlib import Path
 from agent.buffer import Ring, SealedBatch, Spool
 from agent.config.models import BufferMode
 from bench.report import Figure
+from bench.workload import park_batches
 
-BATCH_BYTES = 6000
 BATCH_READINGS = 2000
 BATCHES_PER_HOUR = 360
 
@@ -36,8 +37,15 @@ def write_bytes() -> int:
     return 0
 
 
+@functools.cache
+def batch_bytes() -> int:
+    """Bytes of one encoded 10 s batch of the reference park (its last poll: counters are warm)."""
+    payloads, _ = park_batches(2)
+    return len(payloads[-1])
+
+
 def payload(rng: random.Random) -> bytes:
-    return rng.randbytes(BATCH_BYTES)
+    return rng.randbytes(batch_bytes())
 
 
 class FakeClock:
@@ -87,7 +95,7 @@ def fill(directory: Path, total_bytes: int) -> int:
     rng = random.Random(2)
     chunk = []
     count = 0
-    while ring.stats().bytes + len(chunk) * (BATCH_BYTES + 48) < total_bytes * 0.98:
+    while ring.stats().bytes + len(chunk) * (batch_bytes() + 48) < total_bytes * 0.98:
         chunk.append(SealedBatch(ring.allocate_seq(), payload(rng), BATCH_READINGS, count, count + 1))
         count += 1
         if len(chunk) == 500:
@@ -125,7 +133,7 @@ def run(quick: bool = False) -> list[Figure]:
                 target = {(BufferMode.OUTAGE, True): 1.0, (BufferMode.ALWAYS, True): 15.0}.get((mode, online))
                 written = one_hour(root / f"{mode.value}-{online}", mode, online) / 1e6
                 figures.append(Figure(f"disk writes/hour {mode.value} mode {'online' if online else 'outage'}",
-                                      written, "MB/hour", target, note=f"payload {BATCHES_PER_HOUR * BATCH_BYTES / 1e6:.1f} MB/h"))
+                                      written, "MB/hour", target, note=f"payload {BATCHES_PER_HOUR * batch_bytes() / 1e6:.1f} MB/h"))
         size = (64 if quick else 256) * 2**20
         batches = fill(root / "full", size)
         figures += _startup(root / "full", size, batches)

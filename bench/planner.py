@@ -1,17 +1,17 @@
-"""Requests per full poll for each shipped profile, against one request per point (the peers'
-habit) and the pure planner's speed."""
+"""Requests per full poll for each shipped profile (and the bench's reference meter), against one
+request per point (the peers' habit), and the pure planner's speed."""
 
 from __future__ import annotations
 
 import time
 
-from agent.config import ProfileLibrary
 from agent.drivers.plan import plan_reads
 from bench.report import Figure
+from bench.workload import library as profiles
 
 
 def run(quick: bool = False) -> list[Figure]:
-    library = ProfileLibrary()
+    library = profiles()
     figures = []
     for ref in library.available():
         profile = library.load(ref)
