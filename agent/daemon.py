@@ -450,7 +450,7 @@ class Agent:
                            "oldest_ms": stats.oldest_ts, "dropped_total": stats.dropped_total,
                            "in_memory": self.spool.in_memory},
                 "publisher": publisher,
-                "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+                "rss_kb": _rss_kb()}
 
     def _publish_metrics(self) -> None:
         self.notifier.status(self._status_line())
@@ -466,3 +466,16 @@ class Agent:
 def run(config_path: str) -> int:
     log.configure()
     return asyncio.run(Agent(config_path).serve())
+
+
+def _rss_kb() -> int:
+    """Resident memory now (VmRSS). ru_maxrss is a peak, and after fork+exec it can be the
+    parent's, which is not what a gauge of the agent's memory should show."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

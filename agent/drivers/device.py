@@ -147,8 +147,7 @@ class DeviceReader:
                 if code == ILLEGAL_ADDRESS and len(request.points) > 1:
                     refused.append(request)
                 else:
-                    decoded.update(self._failed(request, Quality.UNAVAILABLE if code == ILLEGAL_ADDRESS
-                                                else Quality.EXCEPTION, code))
+                    decoded.update(self._failed(request, _refusal_quality(code), code))
         if abort_quality is not None:  # the rest was not sent, and a refused block is not split now
             for request in [*refused, *plan[len(outcomes) - 1:]]:
                 decoded.update(self._failed(request, abort_quality))
@@ -204,9 +203,7 @@ class DeviceReader:
             if outcome.words is not None:
                 decoded[name] = decode_point(self.points[name], words_of(self.points[name], single, outcome.words))
             elif isinstance(outcome.error, DeviceException):
-                code = outcome.error.code
-                decoded[name] = Decoded(None, Quality.UNAVAILABLE if code == ILLEGAL_ADDRESS else Quality.EXCEPTION,
-                                        code)
+                decoded[name] = Decoded(None, _refusal_quality(outcome.error.code), outcome.error.code)
                 failed.add(name)
         if outcomes[-1].ends_exchange:
             decoded.update({n: Decoded(None, Quality.TIMEOUT) for n in request.points if n not in decoded})
@@ -258,6 +255,11 @@ def _abort_quality(last: Outcome) -> Quality | None:
     if not last.ends_exchange:
         return None
     return Quality.DECODE_ERROR if isinstance(last.error, FrameError) else Quality.TIMEOUT
+
+
+def _refusal_quality(code: int) -> Quality:
+    """Exception 2 means the register is not there (unavailable); any other code is reported as is."""
+    return Quality.UNAVAILABLE if code == ILLEGAL_ADDRESS else Quality.EXCEPTION
 
 
 def _first_error(outcomes: list[Outcome]) -> str:
