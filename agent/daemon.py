@@ -43,8 +43,8 @@ from agent.drivers.device import DeviceReader, Health
 from agent.drivers.urls import parse_bus_url
 from agent.errors import ConfigError
 from agent.publisher import BrokerSettings, Publisher
-from agent.types import PointSpec
 from agent.sdnotify import Notifier
+from agent.types import PointSpec
 
 TICK = 1.0
 METRICS_EVERY = 60.0

@@ -74,7 +74,7 @@ async def _drain(directory: Path, port: int, schema_json: str, batches: int) -> 
     ring = Ring.open(directory, max_bytes=1 << 30, min_free_bytes=0)
     spool = Spool(ring)
     settings = BrokerSettings("127.0.0.1", port, False, "gw-bench", "park/bench/gw-bench", drain_rate=1e9)
-    publisher = Publisher(settings, spool, lambda: {}, schema_json)
+    publisher = Publisher(settings, spool, dict, schema_json)
     started, cpu = time.monotonic(), time.process_time()
     task = asyncio.create_task(publisher.run())
     deadline = started + 600

@@ -91,7 +91,7 @@ def _measure(ref: str, windows: int) -> Measured:
             ring = Ring.open(root / "buf", max_bytes=1 << 30, min_free_bytes=0)
             spool = Spool(ring)
             settings = BrokerSettings("127.0.0.1", broker.port, False, "gw-bench", "park/bench/gw-bench", window=50)
-            publisher = Publisher(settings, spool, lambda: {}, schema.to_json())
+            publisher = Publisher(settings, spool, dict, schema.to_json())
             task = asyncio.create_task(publisher.run())
             while not publisher.connected.is_set():
                 await asyncio.sleep(0.01)

@@ -12,7 +12,13 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.drivers.registers import decimals_of, decode_words, raw_unsigned, shortest_f32, words_to_bytes
+from agent.drivers.registers import (
+    decimals_of,
+    decode_words,
+    raw_unsigned,
+    shortest_f32,
+    words_to_bytes,
+)
 from agent.types import DataType, Order, PointSpec, Quality, ReadRequest, Value
 
 

@@ -13,14 +13,21 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.drivers.bus import Backoff, Bus, Outcome
 from agent.drivers.decode import BlockDecoder, Decoded, decode_point, derive, words_of
 from agent.drivers.plan import Learned, learn_from_split, plan_reads
 from agent.drivers.sunspec import NotSunSpec, SunSpecMap, discover, place
-from agent.errors import ILLEGAL_ADDRESS, BusError, DeviceError, DeviceException, DeviceTimeout, FrameError
+from agent.errors import (
+    ILLEGAL_ADDRESS,
+    BusError,
+    DeviceError,
+    DeviceException,
+    DeviceTimeout,
+    FrameError,
+)
 from agent.types import DeviceTiming, PointSpec, Quality, Reading, ReadRequest
 
 ISOLATED_RETRY_POLLS = 60  # a point that only fails is tried again alone every N polls

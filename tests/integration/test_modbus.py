@@ -12,8 +12,10 @@ import pytest
 from agent.config import ProfileLibrary
 from agent.drivers.bus import Backoff, Bus
 from agent.drivers.device import DeviceReader, Health
+from agent.drivers.plan import plan_reads
 from agent.drivers.pymodbus_adapter import Faults
 from agent.drivers.urls import BusSpec, Transport
+from agent.errors import DeviceException, DeviceTimeout
 from agent.simulate import SimulatedDevice
 from agent.types import Quality
 from tests.conftest import SimThread, rtu_spec
@@ -119,6 +121,29 @@ def test_sdm630_full_poll_is_two_requests(sim: SimThread, library: ProfileLibrar
     assert all(r.quality is Quality.OK for r in readings.values())
     assert len(readings) == 21
     assert bus.transactions == 2
+
+
+def test_an_exchange_goes_on_after_an_exception_and_stops_at_a_timeout(sim: SimThread, library: ProfileLibrary) -> None:
+    """A device's whole poll is one exchange: an exception response is an answer, so the next
+    request still goes out; silence ends the exchange, so a dead unit costs one timeout per poll."""
+    profile = library.load("eastron/sdm630")
+    spec, _ = sim.tcp({1: SimulatedDevice(profile, missing={"energy_export"}), 2: SimulatedDevice(profile)},
+                      Faults(silent={2}))
+    plan = plan_reads(list(profile.points.values()), profile.timing())
+    timing = replace(profile.timing(), timeout=0.2)
+
+    async def scenario() -> tuple[list, list, int]:
+        bus = Bus("t", spec)
+        refused_then_read = await bus.exchange(1, plan, timing)
+        silent = await bus.exchange(2, plan, timing)
+        await bus.close()
+        return refused_then_read, silent, bus.transactions
+
+    refused_then_read, silent, transactions = asyncio.run(scenario())
+    assert [type(o.error) for o in refused_then_read] == [DeviceException, type(None)]
+    assert refused_then_read[0].error.code == 2 and len(refused_then_read[1].words) == plan[1].count
+    assert len(silent) == 1 and isinstance(silent[0].error, DeviceTimeout)
+    assert transactions == 3  # the silent unit's second request never went out
 
 
 def test_exception_2_split_keeps_the_rest_and_is_remembered(sim: SimThread, library: ProfileLibrary) -> None:
