@@ -23,7 +23,10 @@ from agent.config.loader import DeviceSetup
 from agent.config.models import DeviceModel
 from agent.drivers.bus import Bus
 from agent.drivers.device import DeviceReader
+from agent.drivers.plan import plan_reads
+from agent.drivers.pymodbus_adapter import ModbusTransport
 from agent.drivers.urls import BusSpec, Transport
+from agent.types import ReadRequest
 from bench.report import Figure
 from bench.workload import REFERENCE_METER, library
 from hil.broker import Broker
@@ -44,6 +47,7 @@ DEVICES_PER_ENDPOINT, ENDPOINTS = 10, 4
 
 
 WINDOW_S = 5.0
+WARM_UP_S = 1.0  # connects and first polls are not the steady state
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -51,7 +55,23 @@ def run(quick: bool = False) -> list[Figure]:
     reference = _measure(REFERENCE_METER, windows)
     sdm630 = _measure("eastron/sdm630", windows)
     return [reference.figure(f"values per CPU-second, poll to PUBACK ({REFERENCE_METER})", 50_000.0),
-            sdm630.figure("values per CPU-second, poll to PUBACK (eastron/sdm630)", None)]
+            reference.baseline_figure(f"CPU per request / bare pymodbus request ({REFERENCE_METER})"),
+            sdm630.figure("values per CPU-second, poll to PUBACK (eastron/sdm630)", None),
+            sdm630.baseline_figure("CPU per request / bare pymodbus request (eastron/sdm630)")]
+
+
+def _bare_request_cpu(port: int, plan: list[ReadRequest], rounds: int = 500) -> float:
+    """The naive baseline: CPU-s per request of the synchronous pymodbus client reading the
+    same blocks in a tight loop on one thread, nothing decoded, batched or sent on."""
+    transport = ModbusTransport(BusSpec(Transport.TCP, "127.0.0.1", port))
+    transport.connect()
+    cpu = time.process_time()
+    for _ in range(rounds):
+        for request in plan:
+            transport.read(request.kind, 1, request.start, request.count, 1.0)
+    cpu = time.process_time() - cpu
+    transport.close()
+    return cpu / (rounds * len(plan))
 
 
 @dataclass
@@ -61,14 +81,25 @@ class Measured:
     requests: int
     cpu: float
     acked: int
+    bare_request_cpu: float = 0.0  # CPU-s of one bare pymodbus request in this run (the baseline)
+
+    @property
+    def request_cpu(self) -> float:
+        return self.cpu / self.requests
 
     def figure(self, name: str, target: float | None) -> Figure:
         devices = DEVICES_PER_ENDPOINT * ENDPOINTS
         return Figure(name, statistics.median(self.rates), "values/CPU-s", target, higher_is_better=True,
                       note=f"median of {len(self.rates)} windows of {WINDOW_S:g} s (min {min(self.rates):.0f}, "
                            f"max {max(self.rates):.0f}); {self.values} values, {self.requests} requests "
-                           f"({self.cpu / self.requests * 1e6:.0f} CPU-us each, all included) from {devices} devices "
+                           f"({self.request_cpu * 1e6:.0f} CPU-us each, all included) from {devices} devices "
                            f"on {ENDPOINTS} TCP endpoints, {self.acked} batches acknowledged")
+
+    def baseline_figure(self, name: str) -> Figure:
+        return Figure(name, self.request_cpu / self.bare_request_cpu, "x bare request",
+                      note=f"whole path {self.request_cpu * 1e6:.0f} CPU-us per request; the same requests "
+                           f"with a bare pymodbus client in a loop {self.bare_request_cpu * 1e6:.0f} CPU-us "
+                           f"in this run (noise on a shared machine moves both)")
 
 
 def _measure(ref: str, windows: int) -> Measured:
@@ -78,6 +109,7 @@ def _measure(ref: str, windows: int) -> Measured:
     children = [subprocess.Popen([sys.executable, "-c", SIMULATORS, ref, str(DEVICES_PER_ENDPOINT)], cwd=REPO,
                                  text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(ENDPOINTS)]
     ports = [int(child.stdout.readline()) for child in children]  # type: ignore[union-attr]
+    bare = _bare_request_cpu(ports[0], plan_reads(list(profile.points.values()), profile.timing()))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "broker").mkdir()
@@ -100,7 +132,7 @@ def _measure(ref: str, windows: int) -> Measured:
                                     buses[int(s.config.bus[1:])]) for s in setups]
             batcher = Batcher(schema)
             values = 0
-            stop_at = time.monotonic() + windows * WINDOW_S
+            stop_at = time.monotonic() + WARM_UP_S + windows * WINDOW_S
 
             async def poll_forever(reader: DeviceReader) -> None:
                 nonlocal values
@@ -119,6 +151,7 @@ def _measure(ref: str, windows: int) -> Measured:
 
             async def sample() -> list[float]:
                 rates = []
+                await asyncio.sleep(WARM_UP_S)
                 for _ in range(windows):
                     cpu, count = time.process_time(), values
                     await asyncio.sleep(WINDOW_S)
@@ -130,7 +163,8 @@ def _measure(ref: str, windows: int) -> Measured:
             while spool.in_memory and publisher.connected.is_set():
                 await asyncio.sleep(0.01)
             cpu = time.process_time() - cpu
-            measured = Measured(rates, values, sum(r.stats.requests for r in readers), cpu, publisher.stats.acked)
+            measured = Measured(rates, values, sum(r.stats.requests for r in readers), cpu, publisher.stats.acked,
+                                bare)
             await publisher.stop()
             task.cancel()
             for bus in buses:
