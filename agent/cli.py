@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_INPUT
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away shows here, where it is handled, not at exit
+        return code
     except ConfigError as exc:
         print(f"{len(exc.problems)} error(s):", file=sys.stderr)
         for problem in exc.problems:

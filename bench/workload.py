@@ -14,6 +14,8 @@ import random
 import struct
 from pathlib import Path
 
+from agent.batcher import Batcher, build_schema
+from agent.codec import Header
 from agent.config import ProfileLibrary
 from agent.config.loader import DeviceSetup
 from agent.config.models import DeviceModel
@@ -91,9 +93,6 @@ def _level(name: str) -> tuple[float, float]:
 
 def park_batches(count: int, gateway: str = "gw-bench") -> tuple[list[bytes], str]:
     """`count` consecutive 10 s batches of the reference park, encoded; and the schema's JSON."""
-    from agent.batcher import Batcher, build_schema
-    from agent.codec import Header
-
     schema = build_schema(gateway, setups(PARK_METERS, interval=PARK_INTERVAL_S))
     batcher = Batcher(schema)
     rows = readings(PARK_METERS, count, PARK_INTERVAL_S)

@@ -60,6 +60,13 @@ class Outcome:
         the rest of the exchange is not sent. An exception response is an answer; it does not."""
         return self.error is not None and not isinstance(self.error, DeviceException)
 
+    def unwrap(self) -> list[int]:
+        """The words, or the error raised: for callers that want one request's answer or an exception."""
+        if self.error is not None:
+            raise self.error
+        assert self.words is not None
+        return self.words
+
 
 class Bus:
     """Serialized access to one transport; safe to share between the devices on it."""
@@ -79,6 +86,7 @@ class Bus:
         self._failures = 0
         self._retry_at = 0.0
         self._quiet_until = 0.0  # monotonic time before which no request may go out
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"<Bus {self.name} {self.spec} {self.state.value} transactions={self.transactions}>"
@@ -89,19 +97,15 @@ class Bus:
         Returns one Outcome per request sent; it stops after the first outcome that `ends_exchange`
         (so the list can be shorter than `requests`: the rest was not sent).
         """
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._exchange, unit, tuple(requests), timing)
-        except RuntimeError as exc:  # the executor was shut down: the bus is closed
-            return [Outcome(time.time(), error=BusError(f"bus {self.name} is closed ({exc})"))]
+        if self._closing:
+            return [Outcome(time.time(), error=BusError(f"bus {self.name} is closed"))]
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._exchange, unit, tuple(requests), timing)
 
     async def transact(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> tuple[list[int], float]:
         """One request; returns its words and send time, raises BusError or a DeviceError."""
         outcome = (await self.exchange(unit, (request,), timing))[0]
-        if outcome.error is not None:
-            raise outcome.error
-        assert outcome.words is not None
-        return outcome.words, outcome.sent_at
+        return outcome.unwrap(), outcome.sent_at
 
     async def read(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> list[int]:
         """One read transaction; raises BusError (link) or a DeviceError (this device only)."""
@@ -109,10 +113,10 @@ class Bus:
         return words
 
     async def close(self) -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        except RuntimeError:
-            pass  # closed already
+        if self._closing:
+            return
+        self._closing = True  # exchanges from now on fail at once; those queued run first
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=False)
 
     # ---------------------------------------------------------------- on the bus thread only

@@ -71,7 +71,6 @@ _UNSIGNED_CODES = {1: "H", 2: "I", 4: "Q"}
 class _Unpack:
     """How one point is read straight out of the answer's bytes."""
 
-    name: str
     spec: PointSpec
     offset: int  # in words from the start of the answer
     value: struct.Struct
@@ -90,6 +89,7 @@ class BlockDecoder:
 
     def __init__(self, request: ReadRequest, specs: Sequence[PointSpec]) -> None:
         self.request = request
+        self._specs = list(specs)
         self._fast: list[_Unpack] = []
         self._slow: list[PointSpec] = []
         for spec in specs:
@@ -101,23 +101,22 @@ class BlockDecoder:
 
     def __call__(self, answer: Sequence[int]) -> dict[str, Decoded]:
         if self.request.kind.is_bit or len(answer) != self.request.count:
-            return {spec.name: decode_point(spec, words_of(spec, self.request, answer))
-                    for spec in (*(u.spec for u in self._fast), *self._slow)}
+            return {spec.name: decode_point(spec, words_of(spec, self.request, answer)) for spec in self._specs}
         data = words_to_bytes(answer)
         decoded = {}
         for u in self._fast:
             raw = tuple(answer[u.offset:u.offset + u.spec.words])
             if u.unsigned is not None and u.unsigned.unpack_from(data, 2 * u.offset)[0] in u.spec.na:
-                decoded[u.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
+                decoded[u.spec.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
                 continue
             value = u.value.unpack_from(data, 2 * u.offset)[0]
             if u.is_float:
                 if not math.isfinite(value):
-                    decoded[u.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
+                    decoded[u.spec.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
                     continue
                 if u.spec.type is DataType.F32:
                     value = shortest_f32(value)
-            decoded[u.name] = Decoded(scale(u.spec, value), raw=raw)
+            decoded[u.spec.name] = Decoded(scale(u.spec, value), raw=raw)
         for spec in self._slow:
             decoded[spec.name] = decode_point(spec, words_of(spec, self.request, answer))
         return decoded
@@ -134,7 +133,7 @@ def _compile(spec: PointSpec, offset: int) -> _Unpack | None:
     else:
         return None
     unsigned = struct.Struct(endian + _UNSIGNED_CODES[spec.words]) if spec.na else None
-    return _Unpack(spec.name, spec, offset, struct.Struct(endian + code), unsigned,
+    return _Unpack(spec, offset, struct.Struct(endian + code), unsigned,
                    spec.type in (DataType.F32, DataType.F64))
 
 

@@ -178,11 +178,7 @@ class DeviceReader:
             decoded[name] = Decoded(None, Quality.UNAVAILABLE, detail=ILLEGAL_ADDRESS)
 
     async def _read(self, request: ReadRequest) -> list[int]:
-        outcome = (await self._exchange([request]))[0]
-        if outcome.error is not None:
-            raise outcome.error
-        assert outcome.words is not None
-        return outcome.words
+        return (await self._exchange([request]))[0].unwrap()
 
     async def _exchange(self, requests: list[ReadRequest]) -> list[Outcome]:
         outcomes = await self.bus.exchange(self.unit, requests, self.timing)

@@ -108,6 +108,18 @@ def test_profiles_list_and_show() -> None:
     assert unknown.returncode == 1 and "did you mean eastron/sdm630" in unknown.stderr
 
 
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error() -> None:
+    """`edge-agent profiles show ... | head -1`: the closed pipe ends the command quietly, exit 0."""
+    command = [sys.executable, "-m", "agent", "profiles", "show", "eastron/sdm630"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered, as for users
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as agent:
+        assert agent.stdout is not None and agent.stderr is not None
+        agent.stdout.close()  # what head does once it has its line; here before the first one
+        stderr = agent.stderr.read().decode()
+        assert agent.wait(30) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
 def test_demo_shows_the_park_through_the_real_pipeline() -> None:
     """The README's run command: paced RS-485 line, TCP inverter, mosquitto, `edge-agent run`, tail."""
     done = edge_agent("demo", "--once", timeout=120)
