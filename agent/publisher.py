@@ -135,7 +135,6 @@ class Publisher:
         self._backlog_cursor = 0
         self._tokens = 0.0
         self._protocol = MQTTProtocolVersion.MQTTv5
-        self._dropped_reported = spool.evicted.evicted_readings
         self.connected = asyncio.Event()
 
     # ------------------------------------------------------------------ public
@@ -330,12 +329,12 @@ class Publisher:
                 pass
 
     def _report_drops(self) -> None:
-        """Readings evicted from a full buffer: an event now; the count also rides in the next batch."""
-        evicted = self.spool.evicted.evicted_readings
-        if evicted > self._dropped_reported:
-            self.event("data_dropped", readings=evicted - self._dropped_reported,
+        """Batches evicted from a full buffer: one event per stretch of lost data, saying which seqs and
+        which time span the platform will never receive; the count also rides in the next batch."""
+        for loss in self.spool.take_losses():
+            self.event("data_dropped", readings=loss.readings, batches=loss.batches, from_ms=loss.from_ms,
+                       to_ms=loss.to_ms, seqs=[loss.first_seq, loss.last_seq],
                        dropped_total=self.spool.ring.dropped_total)
-            self._dropped_reported = evicted
 
     def _watchdog_fired(self, session: _Session, now: float) -> bool:
         if not session.inflight:

@@ -48,9 +48,49 @@ class SealedBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Loss:
+    """A run of consecutive batches given up to keep the ring in bounds: what the platform will never
+    receive, by sequence number and by the time its readings span (for a `data_dropped` event)."""
+
+    first_seq: int
+    last_seq: int
+    batches: int
+    readings: int
+    from_ms: int  # first reading of the first batch
+    to_ms: int  # last reading of the last batch
+
+    @classmethod
+    def of(cls, seq: int, readings: int, t_first: int, t_last: int) -> Loss:
+        return cls(seq, seq, 1, readings, t_first, t_last)
+
+    def continues(self, earlier: Loss) -> bool:
+        """Directly after `earlier`: nothing between them reached the platform."""
+        return self.first_seq == earlier.last_seq + 1
+
+    def joined_to(self, earlier: Loss) -> Loss:
+        return Loss(earlier.first_seq, self.last_seq, earlier.batches + self.batches,
+                    earlier.readings + self.readings, min(earlier.from_ms, self.from_ms), max(earlier.to_ms, self.to_ms))
+
+
+def add_loss(losses: list[Loss], loss: Loss) -> None:
+    """Append `loss`, joined to the last run when it continues it (one event per stretch of lost data)."""
+    if losses and loss.continues(losses[-1]):
+        losses[-1] = loss.joined_to(losses[-1])
+    else:
+        losses.append(loss)
+
+
+@dataclass(frozen=True, slots=True)
 class CommitResult:
-    evicted_batches: int = 0
-    evicted_readings: int = 0
+    losses: tuple[Loss, ...] = ()  # batches evicted by this commit, as runs of consecutive seqs
+
+    @property
+    def evicted_batches(self) -> int:
+        return sum(loss.batches for loss in self.losses)
+
+    @property
+    def evicted_readings(self) -> int:
+        return sum(loss.readings for loss in self.losses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,16 +231,15 @@ class Ring:
                 delta_readings -= readings
         incoming = sum(b.cost for b in batches)
         limit = self._limit(squeeze)
-        evicted = self._evict(self._bytes + delta_bytes + incoming - limit)
-        delta_bytes -= evicted[2]
-        delta_batches -= evicted[0]
-        delta_readings -= evicted[1]
-        dropped_new = evicted[1]
+        losses, freed = self._evict(self._bytes + delta_bytes + incoming - limit)
+        delta_bytes -= freed
+        delta_batches -= sum(loss.batches for loss in losses)
+        delta_readings -= sum(loss.readings for loss in losses)
         kept = list(batches)
         while kept and self._bytes + delta_bytes + sum(b.cost for b in kept) > limit:
             lost = kept.pop(0)  # even an empty ring cannot hold it: the oldest incoming goes too, counted
-            dropped_new += lost.readings
-            evicted = (evicted[0] + 1, evicted[1] + lost.readings, evicted[2])
+            add_loss(losses, Loss.of(lost.seq, lost.readings, lost.t_first, lost.t_last))
+        result = CommitResult(tuple(losses))
         conn.executemany(f"INSERT INTO batches ({COLUMNS}) VALUES (?,?,?,?,?,?,?)",
                          [(b.seq, zlib.crc32(b.payload), b.readings, b.t_first, b.t_last, len(b.payload), b.payload)
                           for b in kept])
@@ -209,34 +248,34 @@ class Ring:
             delta_batches += 1
             delta_readings += batch.readings
             newest = batch.t_last if newest is None else max(newest, batch.t_last)
-        meta = {"dropped_total": self.dropped_total + dropped_new,
-                "dropped_batches": self.dropped_batches + evicted[0],
+        meta = {"dropped_total": self.dropped_total + result.evicted_readings,
+                "dropped_batches": self.dropped_batches + result.evicted_batches,
                 "batches": self._batches + delta_batches, "readings": self._readings + delta_readings}
         if newest is not None:
             meta["last_ts"] = newest
         self._put_meta(meta)
         # the transaction commits after this returns; the in-memory view follows only then
         self._after_commit = (delta_bytes, delta_batches, delta_readings, meta, newest)
-        return CommitResult(evicted[0], evicted[1])
+        return result
 
-    def _evict(self, excess: int) -> tuple[int, int, int]:
-        """Delete the oldest batches until `excess` bytes are freed: (batches, readings, bytes)."""
-        batches = readings = freed = 0
+    def _evict(self, excess: int) -> tuple[list[Loss], int]:
+        """Delete the oldest batches until `excess` bytes are freed: (what was lost, bytes freed)."""
+        losses: list[Loss] = []
+        freed = 0
         while excess > freed:
-            rows = self._conn.execute("SELECT seq, readings, size FROM batches ORDER BY seq LIMIT 256"
-                                      ).fetchall()
+            rows = self._conn.execute("SELECT seq, readings, size, t_first, t_last FROM batches ORDER BY seq "
+                                      "LIMIT 256").fetchall()
             if not rows:
                 break
             chosen = []
-            for seq, count, size in rows:
+            for seq, readings, size, t_first, t_last in rows:
                 if freed >= excess:
                     break
                 chosen.append((seq,))
-                batches += 1
-                readings += count
+                add_loss(losses, Loss.of(seq, readings, t_first, t_last))
                 freed += size + ROW_OVERHEAD
             self._conn.executemany("DELETE FROM batches WHERE seq=?", chosen)
-        return batches, readings, freed
+        return losses, freed
 
     def _limit(self, squeeze: bool) -> int:
         """Bytes the ring may hold now: max_bytes, less if the disk's free space is short of the reserve.

@@ -17,11 +17,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent.buffer.ring import CommitResult, Ring, SealedBatch
+from agent.buffer.ring import Loss, Ring, SealedBatch, add_loss
 from agent.config.models import BufferMode
 
 ACK_LINGER = 15.0  # seconds an acknowledgement may wait to ride along with the next insert commit
 ACK_BATCH = 100  # ... or until this many are pending (draining a backlog)
+LOSSES_KEPT = 1000  # unreported runs of lost batches; past this the oldest two are joined (counts stay exact)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Spool:
         self._unwritten_since = 0.0
         self._acks_since: float | None = None  # when the oldest pending disk acknowledgement arrived
         self.commits = 0
-        self.evicted = CommitResult()
+        self._losses: list[Loss] = []  # evicted and not yet reported, one entry per run of consecutive seqs
         self._held: int | None = None  # seq of the open batch's draft: on disk, not to be published yet
 
     # ------------------------------------------------------------------ inputs
@@ -126,6 +127,11 @@ class Spool:
         self._flush_unwritten()
         return (batch for batch in self.ring.unacked(after) if batch.seq != self._held)
 
+    def take_losses(self) -> list[Loss]:
+        """What the ring has given up since the last call, for the publisher to announce."""
+        losses, self._losses = self._losses, []
+        return losses
+
     @property
     def in_memory(self) -> int:
         return len(self._memory)
@@ -146,5 +152,7 @@ class Spool:
         result = self.ring.commit(batches)  # carries every pending acknowledgement too
         self._acks_since = None
         self.commits += 1
-        self.evicted = CommitResult(self.evicted.evicted_batches + result.evicted_batches,
-                                    self.evicted.evicted_readings + result.evicted_readings)
+        for loss in result.losses:
+            add_loss(self._losses, loss)
+        if len(self._losses) > LOSSES_KEPT:  # an envelope: its span may cover batches that did arrive
+            self._losses[:2] = [self._losses[1].joined_to(self._losses[0])]

@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from agent.buffer import Ring, SealedBatch
+from agent.buffer import CommitResult, Ring, SealedBatch
 from agent.buffer.ring import ROW_OVERHEAD
 
 MAX_BYTES = 4000
@@ -45,7 +45,8 @@ class RingMachine(RuleBasedStateMachine):
 
     @rule()
     def commit(self) -> None:
-        self.ring.commit(self.pending)
+        result = self.ring.commit(self.pending)
+        lost: list[int] = []
         for seq in self.pending_acks:
             if seq in self.stored:
                 self.acked_readings += self.stored.pop(seq)[0]
@@ -59,12 +60,34 @@ class RingMachine(RuleBasedStateMachine):
             readings, cost = self.stored.pop(seq)
             self.dropped += readings
             total -= cost
+            lost.append(seq)
         while incoming and total > MAX_BYTES:
-            _, readings, cost = incoming.pop(0)
+            seq, readings, cost = incoming.pop(0)
             self.dropped += readings
             total -= cost
+            lost.append(seq)
         for seq, readings, cost in incoming:
             self.stored[seq] = (readings, cost)
+        assert _runs(result) == _consecutive_runs(lost)
+
+
+def _runs(result: CommitResult) -> list[tuple[int, int, int, int]]:
+    """The losses a commit reported, as (first seq, last seq, from ms, to ms), checked to be consistent."""
+    for loss in result.losses:
+        assert loss.batches == loss.last_seq - loss.first_seq + 1
+    return [(loss.first_seq, loss.last_seq, loss.from_ms, loss.to_ms) for loss in result.losses]
+
+
+def _consecutive_runs(seqs: list[int]) -> list[tuple[int, int, int, int]]:
+    """The model: lost seqs grouped into runs of consecutive numbers; a batch `seq` spans
+    seq*1000 .. seq*1000+999 (see `seal`)."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return [(a, b, a * 1000, b * 1000 + 999) for a, b in runs]
 
     @rule()
     def reopen(self) -> None:

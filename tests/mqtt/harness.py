@@ -53,8 +53,8 @@ async def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:
     return bool(predicate())
 
 
-def open_spool(directory: Path) -> tuple[Ring, Spool]:
-    ring = Ring.open(directory, max_bytes=1 << 30, min_free_bytes=0)
+def open_spool(directory: Path, max_bytes: int = 1 << 30) -> tuple[Ring, Spool]:
+    ring = Ring.open(directory, max_bytes=max_bytes, min_free_bytes=0)
     return ring, Spool(ring, spill_after=2.0, outage_commit=0.5)
 
 

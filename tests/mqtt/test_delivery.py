@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.buffer import Ring
 from hil.broker import Broker
 from tests.mqtt.harness import BASE, Subscriber, make_batch, open_spool, publisher, wait_for
 
@@ -122,6 +123,49 @@ def test_publish_refused_by_acl_keeps_the_batches_and_raises_an_event(tmp_path: 
         assert refused and "authorized" in refused[0]["reason"].lower()
     finally:
         broker.stop()
+
+
+def test_every_batch_either_arrives_or_is_announced_lost(broker: Broker, tmp_path: Path) -> None:
+    """A buffer too small for the outage evicts its oldest batches; once back, the platform gets one
+    `data_dropped` event per stretch of lost seqs, with the time span those batches held."""
+    sub = Subscriber(broker.port)
+
+    async def scenario() -> tuple[dict[int, tuple[int, int]], Ring]:
+        ring, spool = open_spool(tmp_path / "buf", max_bytes=4 * 1024)
+        pub = publisher(broker.port, spool)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(pub.connected.is_set, 10)
+        spans = {}
+        for row in range(60):
+            if row == 10:
+                await asyncio.to_thread(broker.stop)
+            if row == 50:
+                await asyncio.to_thread(broker.start)
+            batch = make_batch(ring, row)
+            spans[batch.seq] = (batch.t_first, batch.t_last)
+            spool.add(batch)
+            pub.nudge()
+            await asyncio.sleep(0.05)
+        assert await wait_for(lambda: ring.stats().batches - ring.pending_acks == 0 and spool.in_memory == 0, 30)
+        assert await wait_for(lambda: any(e["event"] == "data_dropped" for e in sub.events), 10)
+        await pub.stop()
+        task.cancel()
+        ring.close()
+        return spans, ring
+
+    spans, ring = asyncio.run(scenario())
+    sub.close()
+    drops = [e for e in sub.events if e["event"] == "data_dropped"]
+    announced = {seq for e in drops for seq in range(e["seqs"][0], e["seqs"][1] + 1)}
+    arrived = set(sub.seqs)
+    assert announced and not announced & arrived
+    assert arrived | announced == set(spans)  # nothing vanished unannounced
+    for event in drops:
+        first, last = event["seqs"]
+        assert (event["from_ms"], event["to_ms"]) == (spans[first][0], spans[last][1])
+        assert event["batches"] == last - first + 1 and event["readings"] == 9 * event["batches"]
+    assert len(drops) == 1  # one outage, one stretch of lost data: one event
+    assert drops[-1]["dropped_total"] == ring.dropped_total == 9 * len(announced)
 
 
 LAST_WILL_CHILD = """
