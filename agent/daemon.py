@@ -32,7 +32,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent import __version__, log
+from agent import __version__, log, schedule
 from agent.batcher import Batcher, build_schema
 from agent.buffer import Ring, SealedBatch, Spool
 from agent.clock import JumpDetector, synchronized
@@ -43,6 +43,7 @@ from agent.drivers.device import DeviceReader, Health
 from agent.drivers.urls import parse_bus_url
 from agent.errors import ConfigError
 from agent.publisher import BrokerSettings, Publisher
+from agent.schedule import REPORT_AT_MOST, TickTracker
 from agent.sdnotify import Notifier
 from agent.types import PointSpec
 
@@ -51,6 +52,8 @@ METRICS_EVERY = 60.0
 FAILURE_SUMMARY_EVERY = 600.0
 HANG_SECONDS = 5.0  # EDGE_AGENT_FAULTS=hang-on-usr1: SIGUSR1 blocks the event loop this long
 STOP_BUDGET = 4.0  # seconds for the whole shutdown; systemd's TimeoutStopSec is larger
+OVERRUN = "previous poll still running"
+STALLED = "agent stalled: not started on time"
 
 
 @dataclass
@@ -59,10 +62,15 @@ class DeviceState:
 
     reader: DeviceReader
     interval: float
-    overruns: int = 0
+    ticks: TickTracker = field(init=False)
+    overruns: int = 0  # runs the scheduler skipped because the previous one was still running
+    stalls: int = 0  # runs that silently never happened (the agent could not start them on time)
     failing_since: float | None = None
     last_summary: float = 0.0
     failures_since_summary: int = 0
+
+    def __post_init__(self) -> None:
+        self.ticks = TickTracker(self.interval)
 
 
 @dataclass
@@ -93,8 +101,7 @@ def split_by_interval(points: dict[str, PointSpec], interval: float,
 
 def aligned_start(interval: float, now: float | None = None) -> datetime:
     """The next wall-clock multiple of `interval` (a 15 min interval reads at :00, :15, ...)."""
-    now = time.time() if now is None else now
-    return datetime.fromtimestamp(math.ceil(now / interval) * interval, UTC)
+    return schedule.aligned_start(interval, time.time() if now is None else now)
 
 
 class Agent:
@@ -115,7 +122,8 @@ class Agent:
         self._dropped_reported = 0
         self._first_batch = True
         self._last_before_start: int | None = None
-        self._skipped: dict[str, list[int]] = {}  # device -> scheduled times of coalesced polls, reported each tick
+        self._skipped: dict[tuple[str, str], list[int]] = {}  # (device, reason) -> scheduled ms, reported each tick
+        self._skipped_counts: dict[tuple[str, str], int] = {}  # ... and how many (a long gap is not listed whole)
         self._unsynced_since: float | None = None
         self._last_metrics = 0.0
         self._publisher_task: asyncio.Task[None] | None = None
@@ -276,18 +284,38 @@ class Agent:
             return
         state.overruns += 1
         times = getattr(event, "scheduled_run_times", None) or [getattr(event, "scheduled_run_time", None)]
-        self._skipped.setdefault(state.reader.device_id, []).extend(
-            int(t.timestamp() * 1000) for t in times if t is not None)
+        stamps = [round(t.timestamp() * 1000) for t in times if t is not None]
+        for stamp in stamps:
+            state.ticks.note_reported(stamp)
+        self._note_skipped(state.reader.device_id, OVERRUN, stamps, len(stamps))
+
+    def _note_stall(self, state: DeviceState) -> None:
+        """Polls the scheduler silently coalesced away because the agent could not start them on time
+        (a stalled event loop, a suspended process): reported like any other skipped poll."""
+        missed = state.ticks.run(time.time())
+        if missed.count:
+            state.stalls += missed.count
+            self.log.warning("polls not started on time", device=state.reader.device_id, missed=missed.count,
+                             first_ms=missed.scheduled_ms[:1])
+            self._note_skipped(state.reader.device_id, STALLED, missed.scheduled_ms, missed.count)
+
+    def _note_skipped(self, device: str, reason: str, stamps: list[int], count: int) -> None:
+        key = (device, reason)
+        self._skipped.setdefault(key, []).extend(stamps)
+        self._skipped_counts[key] = self._skipped_counts.get(key, 0) + count
 
     def _report_skipped(self) -> None:
-        for device, stamps in self._skipped.items():
-            self._event("polls_skipped", device=device, scheduled_ms=sorted(stamps), reason="previous poll still running")
+        for (device, reason), stamps in self._skipped.items():
+            self._event("polls_skipped", device=device, scheduled_ms=sorted(stamps)[:REPORT_AT_MOST],
+                        count=self._skipped_counts[(device, reason)], reason=reason)
         self._skipped.clear()
+        self._skipped_counts.clear()
 
     # ------------------------------------------------------------------ the data path
 
     async def _poll(self, state: DeviceState) -> None:
         assert self.batcher is not None
+        self._note_stall(state)
         try:
             result = await state.reader.poll()
         except asyncio.CancelledError:
@@ -417,7 +445,9 @@ class Agent:
     def _realign(self) -> None:
         """After a jump the interval triggers' next run times are wrong (a backward jump would stall
         them): reschedule every job from now."""
-        assert self.scheduler is not None
+        assert self.scheduler is not None and self.pipeline is not None
+        for state in self.pipeline.devices.values():
+            state.ticks.restart()
         for job in self.scheduler.get_jobs():
             trigger = job.trigger
             if isinstance(trigger, IntervalTrigger):
@@ -442,7 +472,7 @@ class Agent:
             s = state.reader.stats
             devices[device_id] = {"health": state.reader.health.value, "polls": s.polls, "requests": s.requests,
                                   "timeouts": s.timeouts, "exceptions": s.exceptions, "bus_errors": s.bus_errors,
-                                  "skipped": s.skipped, "overruns": state.overruns,
+                                  "skipped": s.skipped, "overruns": state.overruns, "stalls": state.stalls,
                                   "latency_ms": round(s.last_latency * 1000, 1)}
         publisher = self.publisher.stats.__dict__ if self.publisher else None
         return {"ts": int(time.time() * 1000), "devices": devices,

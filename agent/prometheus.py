@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-DEVICE_COUNTERS = ("polls", "requests", "timeouts", "exceptions", "bus_errors", "skipped", "overruns")
+DEVICE_COUNTERS = ("polls", "requests", "timeouts", "exceptions", "bus_errors", "skipped", "overruns", "stalls")
 
 
 def render(metrics: dict[str, Any]) -> str:

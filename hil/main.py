@@ -27,6 +27,10 @@ def main(names: list[str], quick: bool, out: Path) -> int:
         print(f"[{spec.name}] {'PASS' if verdict.passed else 'FAIL'}")
         for check in verdict.checks:
             print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+        if not verdict.passed:
+            print(f"  what the agent said (warnings and errors; full log in {out / f'hil-{spec.name}-agent.log'}):")
+            for line in report.diagnosis(collected):
+                print(f"    {line[:400]}")
     (out / "hil-report.md").write_text(report.markdown(results))
     passed = sum(v.passed for _, v, _ in results)
     print(f"report: {out / 'hil-report.md'}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 
 from hil.runner import Collected
@@ -57,3 +59,18 @@ def markdown(results: list[tuple[Collected, Verdict, str]]) -> str:
                                                  f"+{w.start - run.start:.1f}..+{w.end - run.start:.1f} s"
                                                  for w in run.windows)]
     return "\n".join(lines) + "\n"
+
+
+def diagnosis(run: Collected, limit: int = 25) -> list[str]:
+    """For a failing run, what a CI log should show without the files: the agent's warnings and
+    errors (the last `limit`) and a count of the events the platform received."""
+    notable = []
+    for line in run.agent_log.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # tracebacks and the closing thread dump: in the log file
+        if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
+            notable.append(line)
+    kinds = Counter(str(e.get("event")) for e in run.platform.events)
+    return [*notable[-limit:], "events received: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))]

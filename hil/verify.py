@@ -4,7 +4,8 @@ Every scheduled poll of every device inside the window must be accounted for:
 - delivered (with quality ok, or with the reason it has no value: timeout, exception, ...), or
 - inside an interval the agent announced the device offline (`device_offline` .. `device_online`), or
 - while the agent was not running (killed or stopped; the next start reports the gap), or
-- counted as dropped in a batch header.
+- inside a stretch of lost batches a `data_dropped` event announced (seqs and time span), or
+- counted as dropped in a batch header (losses without a span: a corrupt buffer).
 Delivered values must equal what the simulator served for that request, within the wire resolution.
 """
 
@@ -54,7 +55,10 @@ def verify(run: Collected) -> Verdict:
         if event.get("event") == "polls_skipped":
             skipped[event["device"]].update(event.get("scheduled_ms", []))
     down = [(w.start - GRACE, w.end + GRACE) for w in run.windows if w.kind in ("agent_kill", "agent_term")]
-    dropped = max((h.dropped_total for _, h, _ in batches), default=0)  # cumulative: survives a lost batch
+    drops = [e for e in run.platform.events if e.get("event") == "data_dropped"]
+    dropped = max([h.dropped_total for _, h, _ in batches] + [e.get("dropped_total", 0) for e in drops],
+                  default=0)  # cumulative: survives a lost batch
+    lost_spans = [(e["from_ms"] / 1000 - interval, e["to_ms"] / 1000) for e in drops if "from_ms" in e]
     first_tick, last_tick = int(run.start // interval) + 2, int(run.end // interval) - 1
     counts: Counter[str] = Counter()
     unaccounted: list[str] = []
@@ -69,13 +73,16 @@ def verify(run: Collected) -> Verdict:
                     counts[f"quality {r.quality}"] += r.quality != "ok"
             elif any(a <= t <= b for a, b in offline.get(device, [])):
                 counts["device reported offline"] += 1
-            elif int(t * 1000) in skipped.get(device, set()):
-                counts["reported skipped (bus busy)"] += 1
+            elif round(t * 1000) in skipped.get(device, set()):
+                counts["reported skipped"] += 1
+            elif any(a < t <= b for a, b in lost_spans):
+                counts["announced lost"] += 1
             elif any(a <= t <= b for a, b in down):
                 counts["agent not running"] += 1
             else:
                 unaccounted.append(f"{device}@+{t - run.start:.0f}s")
-    explained_by_drops = min(len(unaccounted), dropped // max(1, _points(run)))
+    unspanned = max(0, dropped - sum(e.get("readings", 0) for e in drops if "from_ms" in e))
+    explained_by_drops = min(len(unaccounted), unspanned // max(1, _points(run)))
     counts["counted as dropped"] = explained_by_drops
     missing = len(unaccounted) - explained_by_drops
     scheduled = len(scenario.devices) * (last_tick - first_tick + 1)

@@ -180,6 +180,40 @@ def test_ready_and_watchdog_on_notify_socket_and_a_hung_loop_stops_the_pings(sim
     assert agent.returncode == 0
 
 
+def test_polls_a_stalled_agent_could_not_start_are_reported(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
+    """The event loop blocks for 5 s (as on an overloaded or suspended machine): the scheduler
+    coalesces the polls it missed without a word; the agent reports each one as skipped, so every
+    scheduled second is either delivered or accounted for."""
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
+    platform = Platform(broker.port)
+    agent = start_agent(write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf"),
+                        EDGE_AGENT_FAULTS="hang-on-usr1")
+
+    def seconds() -> list[int]:
+        return sorted({r.ts // 1000 for r in platform.readings() if r.point == "voltage_l1"})
+
+    def skipped() -> list[dict]:  # type: ignore[type-arg]
+        return [e for e in platform.events if e.get("event") == "polls_skipped"]
+
+    try:
+        assert platform.wait(lambda: len(seconds()) >= 2, 20)
+        agent.send_signal(signal.SIGUSR1)  # blocks the event loop for 5 s
+        hang = int(time.time())
+        assert platform.wait(lambda: len([s for s in seconds() if s > hang + 6]) >= 2 and skipped(), 20)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(10)
+    platform.close()
+    assert agent.returncode == 0, err
+    got = seconds()
+    reported = {ms // 1000 for e in skipped() for ms in e["scheduled_ms"]}
+    assert sum(e["count"] for e in skipped()) == len(reported) >= 3, skipped()
+    assert all(e["reason"] in ("agent stalled: not started on time", "previous poll still running") for e in skipped())
+    assert not reported & set(got)  # a poll is either delivered or reported skipped, never both
+    unaccounted = [s for s in range(got[0], got[-1] + 1) if s not in got and s not in reported]
+    assert unaccounted == [], (got, sorted(reported))
+
+
 def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
     """Power every second, energy totals every 3 s (in the field: every 60 s)."""
     spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
