@@ -52,6 +52,7 @@ METRICS_EVERY = 60.0
 FAILURE_SUMMARY_EVERY = 600.0
 HANG_SECONDS = 5.0  # EDGE_AGENT_FAULTS=hang-on-usr1: SIGUSR1 blocks the event loop this long
 STOP_BUDGET = 4.0  # seconds for the whole shutdown; systemd's TimeoutStopSec is larger
+LAG_WARN = 0.5  # seconds the event loop may wake late before it is logged
 OVERRUN = "previous poll still running"
 STALLED = "agent stalled: not started on time"
 
@@ -126,6 +127,7 @@ class Agent:
         self._skipped_counts: dict[tuple[str, str], int] = {}  # ... and how many (a long gap is not listed whole)
         self._unsynced_since: float | None = None
         self._last_metrics = 0.0
+        self._loop_lag_max = 0.0  # seconds, since the last metrics
         self._publisher_task: asyncio.Task[None] | None = None
         self._prometheus: asyncio.Server | None = None
 
@@ -183,10 +185,19 @@ class Agent:
         while not self.stop_requested.is_set():
             self.notifier.watchdog()  # from the loop itself: a hung loop stops the pings
             self._tick()
+            due = time.monotonic() + interval
             try:
                 await asyncio.wait_for(self.stop_requested.wait(), timeout=interval)
             except TimeoutError:
-                pass
+                self._note_lag(time.monotonic() - due)
+
+    def _note_lag(self, lag: float) -> None:
+        """The loop woke `lag` s after it asked to: something blocked it (a slow disk's fsync, CPU
+        starvation). Polls due meanwhile ran late or not at all, so it is said, with a suspect."""
+        self._loop_lag_max = max(self._loop_lag_max, lag)
+        if lag >= LAG_WARN and self.spool is not None:
+            self.log.warning("event loop blocked", seconds=round(lag, 3),
+                             slowest_buffer_commit_s=round(self.spool.slowest_commit, 3))
 
     def _tick(self) -> None:
         assert self.spool is not None
@@ -478,14 +489,17 @@ class Agent:
         return {"ts": int(time.time() * 1000), "devices": devices,
                 "buffer": {"batches": stats.batches, "bytes": stats.bytes, "readings": stats.readings,
                            "oldest_ms": stats.oldest_ts, "dropped_total": stats.dropped_total,
+                           "slowest_commit_ms": round(self.spool.slowest_commit * 1000, 1),
                            "in_memory": self.spool.in_memory},
                 "publisher": publisher,
+                "loop_lag_max_ms": round(self._loop_lag_max * 1000, 1),
                 "rss_kb": _rss_kb()}
 
     def _publish_metrics(self) -> None:
         self.notifier.status(self._status_line())
         if self.publisher is not None:
             self.publisher.publish_json("metrics", self.metrics())
+        self._loop_lag_max = 0.0
 
     def _event(self, kind: str, **details: Any) -> None:
         self.log.info("event", kind=kind, **details)

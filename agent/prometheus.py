@@ -31,6 +31,10 @@ def render(metrics: dict[str, Any]) -> str:
     for name in ("published", "acked", "refused", "connects", "disconnects"):
         if name in publisher:
             lines += [f"# TYPE edge_agent_mqtt_{name}_total counter", f"edge_agent_mqtt_{name}_total {publisher[name]}"]
+    lines += ["# TYPE edge_agent_buffer_slowest_commit_seconds gauge",
+              f"edge_agent_buffer_slowest_commit_seconds {buffer['slowest_commit_ms'] / 1000}",
+              "# TYPE edge_agent_loop_lag_max_seconds gauge",
+              f"edge_agent_loop_lag_max_seconds {metrics['loop_lag_max_ms'] / 1000}"]
     lines += ["# TYPE edge_agent_rss_bytes gauge", f"edge_agent_rss_bytes {metrics['rss_kb'] * 1024}"]
     return "\n".join(lines) + "\n"
 

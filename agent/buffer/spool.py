@@ -46,6 +46,7 @@ class Spool:
         self._unwritten_since = 0.0
         self._acks_since: float | None = None  # when the oldest pending disk acknowledgement arrived
         self.commits = 0
+        self.slowest_commit = 0.0  # seconds, the longest commit so far (an SD card's fsync can take seconds)
         self._losses: list[Loss] = []  # evicted and not yet reported, one entry per run of consecutive seqs
         self._held: int | None = None  # seq of the open batch's draft: on disk, not to be published yet
 
@@ -149,7 +150,9 @@ class Spool:
             self._commit(batches)
 
     def _commit(self, batches: list[SealedBatch]) -> None:
+        started = time.monotonic()
         result = self.ring.commit(batches)  # carries every pending acknowledgement too
+        self.slowest_commit = max(self.slowest_commit, time.monotonic() - started)
         self._acks_since = None
         self.commits += 1
         for loss in result.losses:

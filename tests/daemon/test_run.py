@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -202,7 +203,7 @@ def test_polls_a_stalled_agent_could_not_start_are_reported(sim: SimThread, brok
         assert platform.wait(lambda: len([s for s in seconds() if s > hang + 6]) >= 2 and skipped(), 20)
     finally:
         agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(10)
+        _, err = agent.communicate(10)
     platform.close()
     assert agent.returncode == 0, err
     got = seconds()
@@ -212,6 +213,8 @@ def test_polls_a_stalled_agent_could_not_start_are_reported(sim: SimThread, brok
     assert not reported & set(got)  # a poll is either delivered or reported skipped, never both
     unaccounted = [s for s in range(got[0], got[-1] + 1) if s not in got and s not in reported]
     assert unaccounted == [], (got, sorted(reported))
+    blocked = [json.loads(line) for line in err.splitlines() if '"event loop blocked"' in line]
+    assert blocked and blocked[0]["seconds"] >= 3.0  # the operator is told, with how long
 
 
 def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
@@ -258,3 +261,4 @@ def test_prometheus_endpoint_on_loopback(sim: SimThread, broker: Broker, tmp_pat
     polls = next(line for line in text.splitlines() if line.startswith('edge_agent_device_polls_total{device="main'))
     assert int(polls.split()[-1]) >= 2
     assert "edge_agent_buffer_bytes" in text and "edge_agent_mqtt_acked_total" in text
+    assert "edge_agent_loop_lag_max_seconds" in text and 'edge_agent_device_stalls_total{device="main-incomer"} 0' in text
