@@ -81,7 +81,7 @@ class BrokerSettings:
                    mqtt_config.client_id or gateway, f"{mqtt_config.topic_prefix}/{site}/{gateway}",
                    mqtt_config.username, password, mqtt_config.ca_file, mqtt_config.cert_file, mqtt_config.key_file,
                    int(mqtt_config.keepalive), mqtt_config.window, mqtt_config.ack_timeout, mqtt_config.compress,
-                   mqtt_config.drain_rate)
+                   mqtt_config.drain_rate, backoff_max=mqtt_config.reconnect_max)
 
 
 @dataclass
@@ -280,12 +280,14 @@ class Publisher:
             session.connected.set_result(True)
 
     def _on_lost(self, session: _Session, reason: str) -> None:
+        connected = session.connected
+        established = connected.done() and not connected.cancelled() and connected.exception() is None
         if not session.connected.done():
             session.connected.set_exception(ConnectionError(f"connection closed before CONNACK: {reason}"))
         session.lost.set()
         self._wake.set()
-        if session is self._session and not self._stopping:
-            self.event("broker_disconnected", reason=reason)
+        if established and session is self._session and not self._stopping:  # a failed attempt is not news:
+            self.event("broker_disconnected", reason=reason)  # `broker_unreachable` said it once per outage
 
     def _on_ack(self, session: _Session, mid: int, reason: Any) -> None:
         flight = session.inflight.pop(mid, None)

@@ -102,7 +102,7 @@ def write_config(scenario: Scenario, park: Park, workdir: Path) -> Path:
     lines += [f"  - {{id: {d.id}, bus: {d.line or 'tcp'}, unit: {d.unit}, profile: {d.profile}, "
               f"interval: {scenario.interval}}}" for d in scenario.devices]
     lines.append(f'mqtt: {{url: "mqtt://127.0.0.1:{park.proxy.port}", topic_prefix: park, '
-                 f"batch_interval: {scenario.batch_interval}, ack_timeout: 3s, keepalive: 5s}}")
+                 f"batch_interval: {scenario.batch_interval}, ack_timeout: 3s, keepalive: 5s, reconnect_max: 4s}}")
     lines.append(f'buffer: {{path: "{workdir / "buffer"}", max_bytes: {scenario.buffer_max_bytes}, '
                  "min_free_bytes: 16MiB}")
     path = workdir / "agent.yaml"

@@ -92,9 +92,13 @@ class Spool:
         self._spill([seq])
 
     def set_connected(self, connected: bool) -> None:
-        """Link state changed; on a drop everything held in memory goes to disk at once."""
+        """Link state changed; on a drop everything held in memory goes to disk at once. On a
+        connection what was sealed offline is committed now, ahead of the backlog it joins (so
+        whatever that evicts is known before the publisher reports the outage's losses)."""
         self.connected = connected
-        if not connected:
+        if connected:
+            self._flush_unwritten()
+        else:
             self._spill(list(self._memory))
 
     def tick(self) -> None:

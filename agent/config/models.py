@@ -170,6 +170,7 @@ class MqttModel(Strict):
     batch_interval: PositiveSeconds = Field(10.0, le=60.0)
     compress: bool = False
     drain_rate: float = Field(50.0, gt=0)  # backlog batches per second after an outage
+    reconnect_max: PositiveSeconds = Field(60.0, ge=1.0)  # the reconnect backoff's ceiling (1 s doubling, jittered)
 
 
 class BufferMode(enum.StrEnum):

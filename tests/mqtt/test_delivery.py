@@ -127,12 +127,17 @@ def test_publish_refused_by_acl_keeps_the_batches_and_raises_an_event(tmp_path: 
 
 def test_every_batch_either_arrives_or_is_announced_lost(broker: Broker, tmp_path: Path) -> None:
     """A buffer too small for the outage evicts its oldest batches; once back, the platform gets one
-    `data_dropped` event per stretch of lost seqs, with the time span those batches held."""
+    `data_dropped` event per stretch of lost seqs, with the time span those batches held. The
+    agent reaches the broker through a proxy (a load balancer) that accepts and closes while the
+    broker is down: those failed attempts are not reported as disconnections."""
+    from hil.proxy import BlackHoleProxy
+
     sub = Subscriber(broker.port)
+    proxy = BlackHoleProxy(broker.port)
 
     async def scenario() -> tuple[dict[int, tuple[int, int]], Ring]:
         ring, spool = open_spool(tmp_path / "buf", max_bytes=4 * 1024)
-        pub = publisher(broker.port, spool)
+        pub = publisher(proxy.port, spool)
         task = asyncio.create_task(pub.run())
         assert await wait_for(pub.connected.is_set, 10)
         spans = {}
@@ -155,6 +160,8 @@ def test_every_batch_either_arrives_or_is_announced_lost(broker: Broker, tmp_pat
 
     spans, ring = asyncio.run(scenario())
     sub.close()
+    proxy.close()
+    assert proxy.connections >= 3  # attempts were made while the broker was down
     drops = [e for e in sub.events if e["event"] == "data_dropped"]
     announced = {seq for e in drops for seq in range(e["seqs"][0], e["seqs"][1] + 1)}
     arrived = set(sub.seqs)
@@ -165,6 +172,7 @@ def test_every_batch_either_arrives_or_is_announced_lost(broker: Broker, tmp_pat
         assert (event["from_ms"], event["to_ms"]) == (spans[first][0], spans[last][1])
         assert event["batches"] == last - first + 1 and event["readings"] == 9 * event["batches"]
     assert len(drops) == 1  # one outage, one stretch of lost data: one event
+    assert [e["event"] for e in sub.events].count("broker_disconnected") == 1  # not one per failed attempt
     assert drops[-1]["dropped_total"] == ring.dropped_total == 9 * len(announced)
 
 
@@ -364,9 +372,10 @@ def test_settings_from_config_read_the_password_file_and_hide_it(tmp_path: Path)
     secret = tmp_path / "password"
     secret.write_text("s3cret-value\n")
     model = MqttModel(url="mqtts://platform.example:8883", topic_prefix="park", username="gw",
-                      password_file=str(secret))
+                      password_file=str(secret), reconnect_max="10s")
     settings = BrokerSettings.from_config(model, "gw-guian-01", "guian-ftz")
     assert (settings.host, settings.port, settings.tls) == ("platform.example", 8883, True)
+    assert (settings.backoff_min, settings.backoff_max) == (1.0, 10.0)
     assert settings.client_id == "gw-guian-01" and settings.base_topic == "park/guian-ftz/gw-guian-01"
     assert settings.password == "s3cret-value"
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
