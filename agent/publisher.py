@@ -109,6 +109,9 @@ class _Session:
     connected: asyncio.Future[Any]
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: dict[int, _InFlight] = field(default_factory=dict)  # mid -> batch
+    event_flights: dict[int, int] = field(default_factory=dict)  # mid -> id of a stored event
+    event_cursor: int = 0  # stored events up to this id have been sent in this session
+    stored_events_sent: bool = False  # every stored event has been sent once in this session
     max_packet: int | None = None
 
 
@@ -147,8 +150,13 @@ class Publisher:
         self._wake.set()
 
     def event(self, kind: str, **details: Any) -> None:
-        """Queue an event for the events topic (kept while offline, oldest dropped past 1000)."""
-        self.events.append({"event": kind, "ts": int(time.time() * 1000), **details})
+        """An event for the events topic: published from memory when connected; while offline kept
+        on disk with the batches (the newest 1000), so a crash does not lose what explains a gap."""
+        body = {"event": kind, "ts": int(time.time() * 1000), **details}
+        if self.connected.is_set():
+            self.events.append(body)
+        else:
+            self.spool.keep_event(json.dumps(body))
         self._wake.set()
 
     def publish_json(self, leaf: str, payload: dict[str, Any]) -> None:
@@ -223,6 +231,8 @@ class Publisher:
         finally:
             self.connected.clear()
             self.stats.disconnects += 1
+            while self.events:  # not sent before the link went: to disk with the batches
+                self.spool.keep_event(json.dumps(self.events.popleft()))
             self.spool.set_connected(False)
             await self._close(session)
             self._session = None
@@ -292,7 +302,10 @@ class Publisher:
     def _on_ack(self, session: _Session, mid: int, reason: Any) -> None:
         flight = session.inflight.pop(mid, None)
         if flight is None:
-            return  # status, schema or event messages, or a previous session's
+            event_id = session.event_flights.pop(mid, None)
+            if event_id is not None and not getattr(reason, "is_failure", False):
+                self.spool.event_acked(event_id)
+            return  # status, schema or live event messages, or a previous session's
         if getattr(reason, "is_failure", False):
             self.stats.refused += 1
             self._refusals += 1
@@ -404,7 +417,19 @@ class Publisher:
                                retain=True)
 
     def _publish_events(self, session: _Session) -> None:
-        for _ in range(min(EVENTS_PER_ROUND, len(self.events))):  # a few per round: they share the control slots
+        """A few events per round (they share the control slots): first those kept on disk while
+        offline (deleted once acknowledged), then those raised while connected."""
+        quota = EVENTS_PER_ROUND
+        if not session.stored_events_sent:
+            stored = self.spool.stored_events(after=session.event_cursor, limit=quota)
+            for event_id, body in stored:
+                info = session.client.publish(self.topic("events"), body, qos=1)
+                session.event_cursor = event_id
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    session.event_flights[info.mid] = event_id
+            session.stored_events_sent = len(stored) < quota
+            quota -= len(stored)
+        for _ in range(min(quota, len(self.events))):
             session.client.publish(self.topic("events"), json.dumps(self.events.popleft()), qos=1)
         while self._latest:
             leaf, payload = self._latest.popitem()

@@ -62,15 +62,16 @@ def markdown(results: list[tuple[Collected, Verdict, str]]) -> str:
 
 
 def diagnosis(run: Collected, limit: int = 25) -> list[str]:
-    """For a failing run, what a CI log should show without the files: the agent's warnings and
-    errors (the last `limit`) and a count of the events the platform received."""
+    """For a failing run, what a CI log should show without the files: the agent's starts, stops,
+    warnings and errors (the last `limit`) and a count of the events the platform received."""
     notable = []
     for line in run.agent_log.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue  # tracebacks and the closing thread dump: in the log file
-        if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
+        if isinstance(entry, dict) and (entry.get("level") in ("warning", "error", "critical")
+                                        or entry.get("event") in ("started", "stopped")):
             notable.append(line)
     kinds = Counter(str(e.get("event")) for e in run.platform.events)
     return [*notable[-limit:], "events received: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))]

@@ -88,7 +88,8 @@ def verify(run: Collected) -> Verdict:
     scheduled = len(scenario.devices) * (last_tick - first_tick + 1)
     verdict.checks.append(Check("every scheduled poll accounted for", missing == 0,
                                 f"{scheduled} scheduled; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
-                                + (f"; UNACCOUNTED {missing}: {', '.join(unaccounted[:8])}" if missing else "")))
+                                + (f"; UNACCOUNTED {missing}: {', '.join(unaccounted[:8])}; "
+                                   f"{_seq_summary(batches, drops, run.start)}" if missing else "")))
     mismatches, compared = _compare_values(run, readings)
     verdict.checks.append(Check("delivered values equal what was served", not mismatches and compared > 0,
                                 f"{compared} values compared" + (f"; {len(mismatches)} differ: {mismatches[:3]}"
@@ -106,6 +107,28 @@ def verify(run: Collected) -> Verdict:
     verdict.figures.update(_latency(batches))
     verdict.timeline = _timeline(run, batches)
     return verdict
+
+
+def _seq_summary(batches: list, drops: list[dict], start: float) -> str:
+    """For a failing check: the batches received per epoch as runs of consecutive seqs (a gap inside
+    a run's neighbourhood is a batch lost in transit or never sealed; a restart jumps to a new block
+    of numbers), with the seqs announced lost and when each batch's readings begin."""
+    announced = sorted({seq for e in drops if "seqs" in e for seq in range(e["seqs"][0], e["seqs"][1] + 1)})
+    by_epoch: dict[int, dict[int, float]] = defaultdict(dict)
+    for _, header, rs in batches:
+        if rs:
+            by_epoch[header.epoch][header.seq] = min(r.ts for r in rs) / 1000 - start
+    parts = []
+    for epoch, seqs in by_epoch.items():
+        runs: list[list[int]] = []
+        for seq in sorted(seqs):
+            if runs and seq == runs[-1][-1] + 1:
+                runs[-1].append(seq)
+            else:
+                runs.append([seq])
+        text = ", ".join(f"{r[0]}-{r[-1]} (from +{seqs[r[0]]:.1f}s)" for r in runs)
+        parts.append(f"epoch {epoch} seqs received: {text}; announced lost: {announced[:10]}")
+    return "; ".join(parts)
 
 
 def _points(run: Collected) -> int:

@@ -29,6 +29,7 @@ from agent.errors import BufferIOError
 ROW_OVERHEAD = 48  # bytes a row costs beyond its payload (key, columns, b-tree cell): counted against max_bytes
 SEQ_RESERVE = 1024  # sequence numbers reserved on disk per reservation commit
 QUARANTINE_KEEP = 100
+EVENTS_KEPT = 1000  # stored events; beyond this the oldest go (counted in meta `events_dropped`)
 PAGE_FILL = 0.85  # payload bytes per byte of file, conservatively (overflow pages, partly filled tails)
 
 
@@ -120,6 +121,7 @@ class Ring:
         self._conn = conn
         self._lock = lock
         self._pending_acks: set[int] = set()
+        self._pending_event_acks: set[int] = set()
         self._after_commit: tuple | None = None  # in-memory counters to apply once a transaction commits
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         self.integrity: str | None = None  # None while the background check runs, then "ok" or the damage
@@ -184,7 +186,7 @@ class Ring:
     def close(self) -> None:
         """Commit pending acknowledgements, checkpoint the WAL, release the lock."""
         try:
-            if self._pending_acks:
+            if self._pending_acks or self._pending_event_acks:
                 self.commit()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
@@ -208,19 +210,25 @@ class Ring:
         """The broker acknowledged `seq`; deleted at the next commit (coalesced)."""
         self._pending_acks.add(seq)
 
-    def commit(self, batches: Sequence[SealedBatch] = ()) -> CommitResult:
+    def ack_event(self, event_id: int) -> None:
+        """The broker acknowledged stored event `event_id`; deleted at the next commit."""
+        self._pending_event_acks.add(event_id)
+
+    def commit(self, batches: Sequence[SealedBatch] = (), events: Sequence[str] = ()) -> CommitResult:
         """One transaction: pending acks deleted, `batches` inserted (a batch already present under
-        its seq is replaced: a growing draft), the oldest evicted to respect the bounds."""
+        its seq is replaced: a growing draft), the oldest evicted to respect the bounds, `events`
+        (JSON messages not yet published) stored."""
         for attempt in (1, 2):
             try:
-                return self._transaction(lambda: self._commit_body(batches, squeeze=attempt == 2))
+                return self._transaction(lambda: self._commit_body(batches, squeeze=attempt == 2, events=events))
             except sqlite3.OperationalError as exc:
                 if attempt == 2 or "full" not in str(exc).lower():
                     raise BufferIOError(f"buffer commit failed in {self.directory}: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _commit_body(self, batches: Sequence[SealedBatch], squeeze: bool) -> CommitResult:
+    def _commit_body(self, batches: Sequence[SealedBatch], squeeze: bool, events: Sequence[str] = ()) -> CommitResult:
         conn = self._conn
+        self._store_events(events)
         delta_bytes = delta_batches = delta_readings = 0
         newest = self.last_committed_ts
         # acknowledged batches go; a batch stored again under its seq (a growing draft) replaces itself
@@ -257,6 +265,18 @@ class Ring:
         # the transaction commits after this returns; the in-memory view follows only then
         self._after_commit = (delta_bytes, delta_batches, delta_readings, meta, newest)
         return result
+
+    def _store_events(self, events: Sequence[str]) -> None:
+        """Acknowledged events go, new ones are stored; past EVENTS_KEPT the oldest are dropped."""
+        conn = self._conn
+        conn.executemany("DELETE FROM events WHERE id=?", [(i,) for i in self._pending_event_acks])
+        if not events:
+            return
+        conn.executemany("INSERT INTO events (body) VALUES (?)", [(body,) for body in events])
+        dropped = conn.execute("DELETE FROM events WHERE id NOT IN (SELECT id FROM events ORDER BY id DESC LIMIT ?)",
+                               (EVENTS_KEPT,)).rowcount
+        if dropped > 0:
+            self._put_meta({"events_dropped": self._meta().get("events_dropped", 0) + dropped})
 
     def _evict(self, excess: int) -> tuple[list[Loss], int]:
         """Delete the oldest batches until `excess` bytes are freed: (what was lost, bytes freed)."""
@@ -313,6 +333,7 @@ class Ring:
             self.dropped_batches = meta["dropped_batches"]
             self.last_committed_ts = newest
             self._pending_acks.clear()
+            self._pending_event_acks.clear()
         return result
 
     # ------------------------------------------------------------------ reading
@@ -335,6 +356,12 @@ class Ring:
                     continue
                 yield SealedBatch(seq, payload, readings, t_first, t_last)
 
+    def stored_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, str]]:
+        """Events kept on disk and not yet acknowledged, oldest first: (id, JSON body)."""
+        rows = self._conn.execute("SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                                  (after, limit + len(self._pending_event_acks))).fetchall()
+        return [(i, body) for i, body in rows if i not in self._pending_event_acks][:limit]
+
     def _quarantine(self, seq: int, payload: bytes, readings: int) -> None:
         def body() -> None:
             self._conn.execute("CREATE TABLE IF NOT EXISTS quarantine (seq INTEGER, payload BLOB, readings INTEGER)")
@@ -347,9 +374,9 @@ class Ring:
                     "readings": self._readings - readings}
             self._put_meta(meta)
             self._after_commit = (-(len(payload) + ROW_OVERHEAD), -1, -readings, meta, self.last_committed_ts)
-        pending = set(self._pending_acks)
+        pending, pending_events = set(self._pending_acks), set(self._pending_event_acks)
         self._transaction(body)
-        self._pending_acks = pending  # quarantining is not a commit of the acks
+        self._pending_acks, self._pending_event_acks = pending, pending_events  # not a commit of the acks
         self.quarantined += 1
 
     # ------------------------------------------------------------------ state
@@ -363,8 +390,12 @@ class Ring:
 
     @property
     def pending_acks(self) -> int:
-        """Acknowledgements waiting for the next commit."""
+        """Acknowledgements of batches waiting for the next commit."""
         return len(self._pending_acks)
+
+    @property
+    def pending_event_acks(self) -> int:
+        return len(self._pending_event_acks)
 
     @property
     def backlog(self) -> int:

@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS batches (
     payload  BLOB    NOT NULL  -- last: the small columns stay in the b-tree cell, so counting and
                                -- evicting never read a payload's overflow pages
 );
+CREATE TABLE IF NOT EXISTS events (
+    id   INTEGER PRIMARY KEY,  -- events that could not be published yet (offline), oldest first
+    body TEXT    NOT NULL      -- the JSON message as it goes to the events topic
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL

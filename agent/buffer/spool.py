@@ -2,8 +2,9 @@
 
 mode `outage` (default): while the broker is connected, a batch is published from memory (ahead of
 any backlog still draining: the platform wants the present first) and written to disk only if its
-PUBACK has not come within `spill_after`, when the connection drops, or at shutdown. While disconnected, sealed batches are committed at
-least every `outage_commit`. Online with an empty backlog, the card sees no writes at all.
+PUBACK has not come within `spill_after`, when the connection drops, or at shutdown. While
+disconnected, sealed batches, and events that could not be published, are committed at least every
+`outage_commit`. Online with an empty backlog, the card sees no writes at all.
 mode `always`: every batch is committed before it is handed to the publisher.
 
 The publisher drives it: `add` a sealed batch, `take` what to publish, `acked` on PUBACK,
@@ -44,6 +45,7 @@ class Spool:
         self._memory: OrderedDict[int, _Held] = OrderedDict()  # published or about to be, not on disk
         self._unwritten: list[SealedBatch] = []  # sealed while offline, committed within outage_commit
         self._unwritten_since = 0.0
+        self._unwritten_events: list[str] = []  # events raised while offline, committed with the batches
         self._acks_since: float | None = None  # when the oldest pending disk acknowledgement arrived
         self.commits = 0
         self.slowest_commit = 0.0  # seconds, the longest commit so far (an SD card's fsync can take seconds)
@@ -62,7 +64,7 @@ class Spool:
         elif self.connected:  # live first, even while a backlog drains behind it
             self._memory[batch.seq] = _Held(batch, self.clock())
         else:
-            if not self._unwritten:
+            if not self._unwritten and not self._unwritten_events:
                 self._unwritten_since = self.clock()
             self._unwritten.append(batch)
             if self.clock() - self._unwritten_since >= self.outage_commit:
@@ -74,6 +76,24 @@ class Spool:
             self.ring.ack(seq)
             if self._acks_since is None:
                 self._acks_since = self.clock()
+
+    def keep_event(self, body: str) -> None:
+        """An event that cannot be published now (offline): on disk within `outage_commit`, with the
+        batches, so a crash or a power cut does not lose what explains a gap in the data."""
+        if not self._unwritten and not self._unwritten_events:
+            self._unwritten_since = self.clock()
+        self._unwritten_events.append(body)
+
+    def stored_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, str]]:
+        """Events kept on disk, oldest first: (id, JSON body)."""
+        self._flush_unwritten()
+        return self.ring.stored_events(after, limit)
+
+    def event_acked(self, event_id: int) -> None:
+        """PUBACK for a stored event: deleted with the next commit."""
+        self.ring.ack_event(event_id)
+        if self._acks_since is None:
+            self._acks_since = self.clock()
 
     def replace(self, seq: int, parts: list[SealedBatch]) -> None:
         """`seq` is too large for the broker: its parts take its place, on disk, in one commit."""
@@ -106,10 +126,10 @@ class Spool:
         now = self.clock()
         late = [seq for seq, held in self._memory.items() if now - held.since >= self.spill_after]
         self._spill(late)
-        if self._unwritten and now - self._unwritten_since >= self.outage_commit:
+        if (self._unwritten or self._unwritten_events) and now - self._unwritten_since >= self.outage_commit:
             self._flush_unwritten()
-        if self._acks_since is not None and (self.ring.pending_acks >= ACK_BATCH
-                                             or now - self._acks_since >= ACK_LINGER):
+        pending = self.ring.pending_acks + self.ring.pending_event_acks
+        if self._acks_since is not None and (pending >= ACK_BATCH or now - self._acks_since >= ACK_LINGER):
             self._commit([])
 
     def close(self) -> None:
@@ -149,13 +169,14 @@ class Spool:
             self._commit(batches)
 
     def _flush_unwritten(self) -> None:
-        if self._unwritten:
+        if self._unwritten or self._unwritten_events:
             batches, self._unwritten = self._unwritten, []
-            self._commit(batches)
+            events, self._unwritten_events = self._unwritten_events, []
+            self._commit(batches, events)
 
-    def _commit(self, batches: list[SealedBatch]) -> None:
+    def _commit(self, batches: list[SealedBatch], events: list[str] | None = None) -> None:
         started = time.monotonic()
-        result = self.ring.commit(batches)  # carries every pending acknowledgement too
+        result = self.ring.commit(batches, events or ())  # carries every pending acknowledgement too
         self.slowest_commit = max(self.slowest_commit, time.monotonic() - started)
         self._acks_since = None
         self.commits += 1

@@ -47,6 +47,30 @@ def test_outage_mode_online_never_touches_the_disk_when_acks_come(ring: Ring) ->
     assert spool.commits == 0 and on_disk(ring) == []
 
 
+def test_offline_events_are_committed_with_the_batches_and_deleted_once_acknowledged(ring: Ring) -> None:
+    from agent.buffer.ring import EVENTS_KEPT
+
+    clock = Clock()
+    spool = Spool(ring, BufferMode.OUTAGE, outage_commit=1.0, clock=clock)
+    spool.keep_event('{"event": "device_offline"}')
+    spool.add(sealed(ring))
+    spool.tick()
+    assert ring.stored_events() == [] and spool.commits == 0  # not yet: within outage_commit
+    clock.now += 1.0
+    spool.tick()
+    assert spool.commits == 1  # events and batches in one transaction
+    (event_id, body), = ring.stored_events()
+    assert body == '{"event": "device_offline"}'
+    spool.event_acked(event_id)
+    assert ring.stored_events() == []  # acknowledged: no longer offered, deleted at the next commit
+    for n in range(EVENTS_KEPT + 5):
+        spool.keep_event(f'{{"n": {n}}}')
+    spool.close()
+    kept = ring.stored_events(limit=2 * EVENTS_KEPT)
+    assert len(kept) == EVENTS_KEPT and kept[0][1] == '{"n": 5}'  # the newest are kept
+    assert dict(ring._conn.execute("SELECT key, value FROM meta"))["events_dropped"] == 5  # noqa: SLF001
+
+
 def test_outage_mode_spills_a_batch_whose_ack_is_late(ring: Ring) -> None:
     clock = Clock()
     spool = Spool(ring, BufferMode.OUTAGE, spill_after=2.0, clock=clock)

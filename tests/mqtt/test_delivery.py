@@ -216,6 +216,61 @@ def test_last_will_arrives_when_the_agent_is_killed(broker: Broker, tmp_path: Pa
         sub.close()
 
 
+OFFLINE_EVENTS_CHILD = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[2])
+from tests.mqtt.harness import open_spool, publisher
+from pathlib import Path
+async def main():
+    ring, spool = open_spool(Path(sys.argv[3]))
+    pub = publisher(int(sys.argv[1]), spool)  # nobody listens there: offline from the start
+    task = asyncio.create_task(pub.run())
+    for n in range(3):
+        pub.event("polls_skipped", device="main-incomer", scheduled_ms=[n * 1000], count=1, reason="test")
+    await asyncio.sleep(0.6)  # past outage_commit (0.5 s in the harness)
+    spool.tick()
+    print("committed", flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+def test_events_raised_offline_survive_a_crash(broker: Broker, tmp_path: Path) -> None:
+    """Events raised while the broker is away (a skipped poll, a device gone offline) explain gaps
+    in the data: they are kept on disk like batches, and a kill -9 does not lose them."""
+    from hil.broker import free_port
+
+    child = subprocess.Popen([sys.executable, "-c", OFFLINE_EVENTS_CHILD, str(free_port()), str(REPO),
+                              str(tmp_path / "b")], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "committed"
+    finally:
+        child.kill()
+        child.wait()
+    sub = Subscriber(broker.port)
+
+    async def scenario() -> int:
+        ring, spool = open_spool(tmp_path / "b")
+        pub = publisher(broker.port, spool)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(lambda: len([e for e in sub.events if e["event"] == "polls_skipped"]) >= 3, 10)
+        assert await wait_for(lambda: not ring.stored_events(), 5)  # all acknowledged: deleted at the next commit
+        assert ring.pending_event_acks >= 3
+        await pub.stop()
+        task.cancel()
+        ring.close()
+        ring, _ = open_spool(tmp_path / "b")
+        left = len(ring.stored_events())
+        ring.close()
+        return left
+
+    left = asyncio.run(scenario())
+    sub.close()
+    assert sorted(e["scheduled_ms"][0] for e in sub.events if e["event"] == "polls_skipped") == [0, 1000, 2000]
+    assert any(e["event"] == "broker_unreachable" for e in sub.events)  # the crashed run's own news, too
+    assert left == 0  # published once, then gone from the disk
+
+
 def test_black_holed_link_is_abandoned_within_ack_timeout(broker: Broker, tmp_path: Path) -> None:
     """The path stops forwarding without closing: the ack watchdog drops it, a new link delivers all."""
     from hil.proxy import BlackHoleProxy
