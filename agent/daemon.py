@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent import __version__, log, schedule
+from agent import __version__, log
 from agent.batcher import Batcher, build_schema
 from agent.buffer import Ring, SealedBatch, Spool
 from agent.clock import JumpDetector, synchronized
@@ -43,7 +43,7 @@ from agent.drivers.device import DeviceReader, Health
 from agent.drivers.urls import parse_bus_url
 from agent.errors import ConfigError
 from agent.publisher import BrokerSettings, Publisher
-from agent.schedule import REPORT_AT_MOST, TickTracker
+from agent.schedule import Missed, TickTracker, aligned_start
 from agent.sdnotify import Notifier
 from agent.types import PointSpec
 
@@ -100,11 +100,6 @@ def split_by_interval(points: dict[str, PointSpec], interval: float,
     return dict(sorted(groups.items()))
 
 
-def aligned_start(interval: float, now: float | None = None) -> datetime:
-    """The next wall-clock multiple of `interval` (a 15 min interval reads at :00, :15, ...)."""
-    return schedule.aligned_start(interval, time.time() if now is None else now)
-
-
 class Agent:
     def __init__(self, config_path: str | Path) -> None:
         self.config_path = Path(config_path)
@@ -123,8 +118,7 @@ class Agent:
         self._dropped_reported = 0
         self._first_batch = True
         self._last_before_start: int | None = None
-        self._skipped: dict[tuple[str, str], list[int]] = {}  # (device, reason) -> scheduled ms, reported each tick
-        self._skipped_counts: dict[tuple[str, str], int] = {}  # ... and how many (a long gap is not listed whole)
+        self._skipped: dict[tuple[str, str], Missed] = {}  # (device, reason) -> polls not run, reported each tick
         self._unsynced_since: float | None = None
         self._last_metrics = 0.0
         self._loop_lag_max = 0.0  # seconds, since the last metrics
@@ -298,7 +292,7 @@ class Agent:
         stamps = [round(t.timestamp() * 1000) for t in times if t is not None]
         for stamp in stamps:
             state.ticks.note_reported(stamp)
-        self._note_skipped(state.reader.device_id, OVERRUN, stamps, len(stamps))
+        self._note_skipped(state.reader.device_id, OVERRUN, Missed(stamps, len(stamps)))
 
     def _note_stall(self, state: DeviceState) -> None:
         """Polls the scheduler silently coalesced away because the agent could not start them on time
@@ -308,19 +302,17 @@ class Agent:
             state.stalls += missed.count
             self.log.warning("polls not started on time", device=state.reader.device_id, missed=missed.count,
                              first_ms=missed.scheduled_ms[:1])
-            self._note_skipped(state.reader.device_id, STALLED, missed.scheduled_ms, missed.count)
+            self._note_skipped(state.reader.device_id, STALLED, missed)
 
-    def _note_skipped(self, device: str, reason: str, stamps: list[int], count: int) -> None:
+    def _note_skipped(self, device: str, reason: str, missed: Missed) -> None:
         key = (device, reason)
-        self._skipped.setdefault(key, []).extend(stamps)
-        self._skipped_counts[key] = self._skipped_counts.get(key, 0) + count
+        self._skipped[key] = self._skipped[key] + missed if key in self._skipped else missed
 
     def _report_skipped(self) -> None:
-        for (device, reason), stamps in self._skipped.items():
-            self._event("polls_skipped", device=device, scheduled_ms=sorted(stamps)[:REPORT_AT_MOST],
-                        count=self._skipped_counts[(device, reason)], reason=reason)
+        for (device, reason), missed in self._skipped.items():
+            self._event("polls_skipped", device=device, scheduled_ms=missed.scheduled_ms, count=missed.count,
+                        reason=reason)
         self._skipped.clear()
-        self._skipped_counts.clear()
 
     # ------------------------------------------------------------------ the data path
 

@@ -292,8 +292,8 @@ class Publisher:
     def _on_lost(self, session: _Session, reason: str) -> None:
         connected = session.connected
         established = connected.done() and not connected.cancelled() and connected.exception() is None
-        if not session.connected.done():
-            session.connected.set_exception(ConnectionError(f"connection closed before CONNACK: {reason}"))
+        if not connected.done():
+            connected.set_exception(ConnectionError(f"connection closed before CONNACK: {reason}"))
         session.lost.set()
         self._wake.set()
         if established and session is self._session and not self._stopping:  # a failed attempt is not news:

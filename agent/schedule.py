@@ -9,14 +9,16 @@ delivered or reported as skipped.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 REPORT_AT_MOST = 1000  # scheduled times listed in one report; a longer gap is summarised by its count
 
 
-def aligned_start(interval: float, now: float) -> datetime:
-    """The next wall-clock multiple of `interval`."""
+def aligned_start(interval: float, now: float | None = None) -> datetime:
+    """The next wall-clock multiple of `interval` (a 15 min interval reads at :00, :15, ...)."""
+    now = time.time() if now is None else now
     return datetime.fromtimestamp(math.ceil(now / interval) * interval, UTC)
 
 
@@ -36,6 +38,9 @@ class Missed:
 
     scheduled_ms: list[int]
     count: int
+
+    def __add__(self, other: Missed) -> Missed:
+        return Missed(sorted(self.scheduled_ms + other.scheduled_ms)[:REPORT_AT_MOST], self.count + other.count)
 
 
 @dataclass

@@ -53,3 +53,12 @@ def test_restart_forgets_the_sequence_after_a_clock_jump() -> None:
 def test_tick_times_are_whole_milliseconds_of_the_aligned_schedule() -> None:
     assert tick_ms(tick_index(T0 + 0.35, 0.1), 0.1) == round((T0 + 0.3) * 1000)
     assert tick_ms(tick_index(T0 + 899.0, 900.0), 900.0) == round(T0 * 1000)
+
+
+def test_reports_of_one_tick_add_up_sorted_and_capped() -> None:
+    from agent.schedule import Missed
+
+    both = Missed([3000, 5000], 2) + Missed([1000], 1)
+    assert both == Missed([1000, 3000, 5000], 3)
+    big = Missed(list(range(REPORT_AT_MOST)), 5000) + Missed([-1], 1)
+    assert big.count == 5001 and len(big.scheduled_ms) == REPORT_AT_MOST and big.scheduled_ms[0] == -1
