@@ -271,3 +271,10 @@ def test_yaml_booleans_where_a_name_is_expected_get_a_hint(write_profile) -> Non
     with pytest.raises(ConfigError) as caught:
         lib.load("test/bools")
     assert "YAML reads this as the boolean False: put the word in quotes" in str(caught.value)
+
+
+def test_reconnect_ceiling_below_the_first_backoff_step_is_located(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("topic_prefix: park}", "topic_prefix: park,\n       reconnect_max: 500ms}"))
+    (problem,) = problems(path)
+    assert problem == f"{path}:10: mqtt.reconnect_max: Input should be greater than or equal to 1"
+    assert load_config(write(tmp_path, GOOD, "ok.yaml")).config.mqtt.reconnect_max == 60.0  # the default
