@@ -19,7 +19,7 @@ import json
 import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgpack
 
@@ -276,10 +276,21 @@ def _unpack(payload: bytes) -> object:
         raise FormatError(f"not msgpack: {exc}") from None
 
 
-def split(payload: bytes, max_bytes: int, next_seq: Callable[[], int]) -> list[bytes]:
+@dataclass(frozen=True)
+class Part:
+    """One piece of a split batch: its new key, its bytes and how many readings it carries."""
+
+    epoch: int
+    seq: int
+    payload: bytes
+    readings: int
+
+
+def split(payload: bytes, max_bytes: int, next_key: Callable[[], tuple[int, int]]) -> list[Part]:
     """Cut an uncompressed batch into batches of at most `max_bytes`, by device and then by group,
-    without decoding values: t0 and the deltas stay valid. Each part gets a new sequence number;
-    `dropped_new` stays with the first part. A single group larger than `max_bytes` is left whole."""
+    without decoding values: t0 and the deltas stay valid. Each part gets a new dedup key (epoch,
+    seq) from `next_key` (the buffer's numbering: the original's epoch may be over); `dropped_new`
+    stays with the first part. A single group larger than `max_bytes` is left whole."""
     header, devices = decode_header(payload)
     pieces: list[list[object]] = []
     for device_index, groups in devices:  # type: ignore[misc]
@@ -293,7 +304,10 @@ def split(payload: bytes, max_bytes: int, next_seq: Callable[[], int]) -> list[b
             parts.append([piece])
     out = []
     for index, part in enumerate(parts):
-        out.append(_pack(header, part, next_seq(), header.dropped_new if index == 0 else 0))
+        epoch, seq = next_key()
+        readings = sum(len(group[0]) * len(group[1]) for _, groups in part for group in groups)  # type: ignore[misc]
+        body = _pack(replace(header, epoch=epoch), part, seq, header.dropped_new if index == 0 else 0)
+        out.append(Part(epoch, seq, body, readings))
     return out
 
 

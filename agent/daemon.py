@@ -1,8 +1,15 @@
 """`edge-agent run`: the whole pipeline in one asyncio process, with uvicorn's shape —
 startup, a tick loop, graceful shutdown.
 
-    buses -> scheduled polls (apscheduler) -> readings -> Batcher -> sealed batches -> Spool/Ring
+    buses -> scheduled polls (apscheduler) -> readings -> Assembler -> sealed batches -> Spool/Store
           -> Publisher (MQTT)
+
+Threads (docs/design.md): every scheduled job is a coroutine, so polls, seals, the tick, reloads
+and the publisher's pump all run on the event loop's thread, which alone touches the assembler,
+spool, store and publisher state (checked in asyncio debug mode: agent/threads.py). Each bus has
+one thread for its blocking transport and gets a whole poll per hand-off; paho's network thread
+only marshals callbacks onto the loop; `asyncio.to_thread` loads a new config on SIGHUP and
+closes paho clients, touching no pipeline state.
 
 Startup opens the buffer (recovering it if needed), builds the devices from the config, starts
 the publisher and the scheduler, and tells systemd READY=1. The tick loop (1 s) pings the
@@ -32,11 +39,11 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent import __version__, log
-from agent.batcher import Batcher, build_schema
-from agent.buffer import Ring, SealedBatch, Spool
+from agent import __version__, log, threads
+from agent.assembly import Assembler
+from agent.buffer import Spool, Store
 from agent.clock import JumpDetector, synchronized
-from agent.codec import Header, WireSchema
+from agent.codec import WireSchema
 from agent.config import LoadedConfig, load_config
 from agent.drivers.bus import Bus
 from agent.drivers.device import DeviceReader, Health
@@ -46,6 +53,7 @@ from agent.publisher import BrokerSettings, Publisher
 from agent.schedule import Missed, TickTracker, aligned_start
 from agent.sdnotify import Notifier
 from agent.types import PointSpec
+from agent.wire import build_schema
 
 TICK = 1.0
 METRICS_EVERY = 60.0
@@ -109,15 +117,13 @@ class Agent:
         self.scheduler: AsyncIOScheduler | None = None
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
-        self.ring: Ring | None = None
+        self.store: Store | None = None
         self.spool: Spool | None = None
-        self.batcher: Batcher | None = None
+        self.assembler: Assembler | None = None
         self.clock = JumpDetector()
-        self._open_seq: int | None = None  # seq of the open batch once a draft of it is on disk
-        self._draft_count = 0
-        self._dropped_reported = 0
-        self._first_batch = True
-        self._last_before_start: int | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False  # a SIGHUP came while a reload ran: run once more after it
+        self._on_disk = True  # the buffer state the retained status last said
         self._skipped: dict[tuple[str, str], Missed] = {}  # (device, reason) -> polls not run, reported each tick
         self._unsynced_since: float | None = None
         self._last_metrics = 0.0
@@ -129,23 +135,21 @@ class Agent:
 
     async def serve(self) -> int:
         loaded = load_config(self.config_path)
+        threads.set_checking(threads.checking() or asyncio.get_running_loop().get_debug())
         self._install_signals()
         buffer = loaded.config.buffer
-        self.ring = Ring.open(buffer.path, buffer.max_bytes, buffer.min_free_bytes)
-        self.spool = Spool(self.ring, buffer.mode, buffer.spill_after, buffer.outage_commit)
-        self._dropped_reported = self.ring.dropped_total
-        self._last_before_start = self.ring.last_committed_ts  # for the gap the first batch reports
+        self.store = Store(buffer.path, buffer.max_bytes, buffer.min_free_bytes, buffer.memory_bytes)
+        self.spool = Spool(self.store, buffer.mode, buffer.spill_after, buffer.outage_commit)
         self.pipeline = self._build(loaded)
-        self.batcher = Batcher(self.pipeline.schema)
+        self.assembler = Assembler(loaded.config.gateway.id, self.pipeline.schema, self.store,
+                                   self.store.last_before_start)
         self._start_publisher(loaded)
-        if self.ring.recovery.happened:
-            r = self.ring.recovery
-            self._event("buffer_lost", reason=r.reason, moved_to=str(r.moved_to), salvaged_batches=r.salvaged_batches,
-                        lost_batches=r.lost_batches, lost_readings=r.lost_readings)
+        self._report_notices()
         self._start_scheduler()
         await self._start_prometheus(loaded)
         self.log.info("started", version=__version__, devices=len(self.pipeline.devices),
-                      buffer=str(self.ring.directory), backlog=self.ring.backlog, boot=self.ring.boot_count)
+                      buffer=str(self.store.directory), on_disk=self.store.on_disk, backlog=self.store.backlog,
+                      boot=self.store.boot_count)
         self.notifier.ready(self._status_line())
         try:
             await self._tick_loop()
@@ -157,7 +161,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         loop.add_signal_handler(signal.SIGUSR2, self._dump_state)
         if "hang-on-usr1" in os.environ.get("EDGE_AGENT_FAULTS", ""):  # fault injection for tests and HIL
             loop.add_signal_handler(signal.SIGUSR1, lambda: time.sleep(HANG_SECONDS))
@@ -173,6 +177,20 @@ class Agent:
         if self.stop_requested.is_set():
             os._exit(1)  # a second signal while stopping: the operator wants out now
         self.stop_requested.set()
+
+    def _on_reload_signal(self) -> None:
+        """SIGHUP: one reload at a time; signals during a reload make one more run after it."""
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return
+        self._reload_task = asyncio.create_task(self._reloads(), name="reload")
+
+    async def _reloads(self) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload()
+            if not self._reload_again or self.stop_requested.is_set():
+                return
 
     async def _tick_loop(self) -> None:
         interval = min(TICK, self.notifier.watchdog_interval or TICK)
@@ -199,6 +217,7 @@ class Agent:
         self._report_skipped()
         self._commit_draft()
         self.spool.tick()
+        self._report_notices()
         now = time.monotonic()
         if now - self._last_metrics >= METRICS_EVERY:
             self._last_metrics = now
@@ -209,9 +228,11 @@ class Agent:
         deadline = time.monotonic() + STOP_BUDGET
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        if self._reload_task is not None:
+            self._reload_task.cancel()
         await asyncio.sleep(0)  # let polls that are mid-flight finish their current step
-        self.seal()
-        assert self.spool is not None and self.ring is not None
+        self._seal()
+        assert self.spool is not None and self.store is not None
         self.spool.close()
         if self.publisher is not None:
             await self.publisher.stop(timeout=max(0.1, deadline - time.monotonic() - 0.5))
@@ -221,8 +242,8 @@ class Agent:
             self._prometheus.close()
         if self.pipeline is not None:
             await self._close_buses(self.pipeline)
-        self.ring.close()
-        self.log.info("stopped", backlog_batches=self.ring.backlog,
+        self.store.close()
+        self.log.info("stopped", backlog_batches=self.store.backlog,
                       took_s=round(time.monotonic() - deadline + STOP_BUDGET, 3))
 
     # ------------------------------------------------------------------ building
@@ -266,7 +287,7 @@ class Agent:
         self._schedule(self.pipeline)
         config = self.pipeline.loaded.config
         window = config.mqtt.batch_interval if config.mqtt else 10.0
-        self.scheduler.add_job(self.seal, IntervalTrigger(seconds=window, start_date=aligned_start(window)),
+        self.scheduler.add_job(self._seal_job, IntervalTrigger(seconds=window, start_date=aligned_start(window)),
                                id="seal", max_instances=1, coalesce=True, misfire_grace_time=max(1, math.ceil(window)))
         self.scheduler.start()
 
@@ -317,7 +338,7 @@ class Agent:
     # ------------------------------------------------------------------ the data path
 
     async def _poll(self, state: DeviceState) -> None:
-        assert self.batcher is not None
+        assert self.assembler is not None
         self._note_stall(state)
         try:
             result = await state.reader.poll()
@@ -326,7 +347,7 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - one device's bug must not stop its schedule
             self.log.error("poll crashed", device=state.reader.device_id, error=repr(exc))
             return
-        self.batcher.add(result.readings)
+        self.assembler.add(result.readings)
         self._note_health(state, result.transition, result.error, result.answered)
 
     def _note_health(self, state: DeviceState, transition: Health | None, error: str, answered: bool) -> None:
@@ -351,49 +372,41 @@ class Agent:
             state.failing_since = None
             state.failures_since_summary = 0
 
-    def seal(self) -> None:
-        """Close the open batch: encode it and hand it to the buffer."""
-        sealed_batch = self._encode_open(final=True)
-        if sealed_batch is None:
+    async def _seal_job(self) -> None:
+        """A coroutine, so apscheduler runs it on the event loop (a plain function would run on a
+        worker thread, racing the polls that add to the open batch)."""
+        self._seal()
+
+    def _seal(self) -> None:
+        """Close the open batch and hand it to the buffer."""
+        assert self.assembler is not None and self.spool is not None
+        sealed = self.assembler.seal()
+        if sealed is None:
             return
-        assert self.spool is not None
-        self.spool.add(sealed_batch)
-        self._open_seq = None
-        self._draft_count = 0
+        self.spool.add(sealed)
         if self.publisher is not None:
             self.publisher.nudge()
 
-    def _encode_open(self, final: bool) -> SealedBatch | None:
-        assert self.batcher is not None and self.ring is not None and self.pipeline is not None
-        if not self.batcher.count:
-            return None
-        seq = self._open_seq if self._open_seq is not None else self.ring.allocate_seq()
-        dropped_total = self.ring.dropped_total
-        gap = None
-        if self._first_batch and self._last_before_start is not None and self.batcher.t_first is not None:
-            gap = max(0, self.batcher.t_first - self._last_before_start)
-        header = Header(self.pipeline.loaded.config.gateway.id, self.ring.epoch, seq, self.pipeline.schema.id, 0,
-                        dropped_total, dropped_total - self._dropped_reported, self.ring.boot_count, gap)
-        sealed = self.batcher.seal(header) if final else self.batcher.peek(header)
-        if sealed is None:
-            return None
-        if final:
-            self._dropped_reported = dropped_total
-            self._first_batch = False
-        return sealed.encoded(self.pipeline.schema)
-
     def _commit_draft(self) -> None:
-        """During an outage, the open batch goes to disk every tick as a draft under its final seq,
+        """During an outage, the open batch goes to disk every tick as a draft under its final key,
         so a power cut loses at most one tick of readings, not a whole batch window."""
-        assert self.spool is not None and self.batcher is not None
-        if self.spool.connected or not self.batcher.count or self.batcher.count == self._draft_count:
+        assert self.spool is not None and self.assembler is not None
+        if self.spool.connected:
             return
-        draft = self._encode_open(final=False)
-        if draft is None:
-            return
-        self._open_seq = draft.seq
-        self._draft_count = self.batcher.count
-        self.spool.draft(draft)
+        draft = self.assembler.draft()
+        if draft is not None:
+            self.spool.draft(draft)
+
+    def _report_notices(self) -> None:
+        """What the buffer store had to do (fall back to memory, come back, recover a damaged file)."""
+        assert self.store is not None
+        for notice in self.store.take_notices():
+            self._event(notice.kind, **notice.details)
+        if self.store.on_disk != self._on_disk:
+            self._on_disk = self.store.on_disk
+            self.notifier.status(self._status_line())
+            if self.publisher is not None:
+                self.publisher.refresh_status()
 
     # ------------------------------------------------------------------ reload
 
@@ -406,14 +419,19 @@ class Agent:
             self.log.error("config reload failed; keeping the running config", problems=problems)
             self._event("config_reload_failed", problems=problems[:20])
             return
-        assert self.pipeline is not None and self.scheduler is not None
+        except Exception as exc:  # noqa: BLE001 - a reload must never leave an unretrieved task exception
+            self.log.error("config reload failed; keeping the running config", error=repr(exc))
+            self._event("config_reload_failed", problems=[f"{type(exc).__name__}: {exc}"])
+            return
+        assert self.pipeline is not None and self.scheduler is not None and self.assembler is not None
         old = self.pipeline
         for key in old.devices:
             self.scheduler.remove_job(f"poll:{key}")
-        self.seal()  # the open batch belongs to the old schema
-        await self._close_buses(old)
         self.pipeline = self._build(loaded)
-        self.batcher = Batcher(self.pipeline.schema)
+        sealed = self.assembler.set_schema(self.pipeline.schema)  # the open batch belongs to the old schema
+        if sealed is not None and self.spool is not None:
+            self.spool.add(sealed)
+        await self._close_buses(old)
         self._schedule(self.pipeline)
         if self.publisher is not None:
             self.publisher.set_schema(self.pipeline.schema.to_json())
@@ -459,17 +477,22 @@ class Agent:
 
     def _status(self) -> dict[str, Any]:
         assert self.pipeline is not None
+        assert self.store is not None
+        unavailable = self.store.unavailable
         return {"version": __version__, "config_hash": self.pipeline.loaded.digest[:16],
-                "schema_id": self.pipeline.schema.id, "devices": sorted({s.reader.device_id for s in self.pipeline.devices.values()})}
+                "schema_id": self.pipeline.schema.id,
+                "devices": sorted({s.reader.device_id for s in self.pipeline.devices.values()}),
+                "buffer": "disk" if unavailable is None else f"memory: {unavailable[0]}"}
 
     def _status_line(self) -> str:
-        assert self.pipeline is not None and self.ring is not None
+        assert self.pipeline is not None and self.store is not None
         online = sum(s.reader.health is Health.ONLINE for s in self.pipeline.devices.values())
-        return f"{online}/{len(self.pipeline.devices)} devices online, backlog {self.ring.backlog} batches"
+        where = "" if self.store.on_disk else " (in memory: buffer disk unavailable)"
+        return f"{online}/{len(self.pipeline.devices)} devices online, backlog {self.store.backlog} batches{where}"
 
     def metrics(self) -> dict[str, Any]:
-        assert self.pipeline is not None and self.ring is not None and self.spool is not None
-        stats = self.ring.stats()
+        assert self.pipeline is not None and self.store is not None and self.spool is not None
+        stats = self.store.stats()
         devices = {}
         for device_id, state in self.pipeline.devices.items():
             s = state.reader.stats
@@ -482,7 +505,8 @@ class Agent:
                 "buffer": {"batches": stats.batches, "bytes": stats.bytes, "readings": stats.readings,
                            "oldest_ms": stats.oldest_ts, "dropped_total": stats.dropped_total,
                            "slowest_commit_ms": round(self.spool.slowest_commit * 1000, 1),
-                           "in_memory": self.spool.in_memory},
+                           "in_memory": self.spool.in_memory, "on_disk": self.store.on_disk,
+                           "unavailable_reason": self.store.unavailable[0] if self.store.unavailable else None},
                 "publisher": publisher,
                 "loop_lag_max_ms": round(self._loop_lag_max * 1000, 1),
                 "rss_kb": _rss_kb()}

@@ -6,7 +6,8 @@ onto these at their one seam, so nothing above a seam catches a third-party exce
     ├── BusError             the transport could not be opened or broke (reconnect with backoff)
     ├── StorageError         the durable ring cannot do its job
     │   ├── BufferLocked     another agent holds the buffer directory
-    │   └── BufferIOError    the disk failed a commit (EIO, ENOSPC): exit, let systemd restart us
+    │   ├── BufferIOError    the disk failed (EIO, ENOSPC, read-only): the store falls back to memory
+    │   └── BufferCorrupt    the file is damaged: the store moves it aside and salvages it
     └── DeviceError          one transaction failed; the bus is still usable
         ├── DeviceTimeout    no answer within the timeout
         ├── DeviceException  a Modbus exception response (code 1..11)
@@ -57,7 +58,12 @@ class BufferLocked(StorageError):
 
 
 class BufferIOError(StorageError):
-    """A commit failed at the disk; nothing already committed is lost, the process should exit."""
+    """The disk failed a read or a write (EIO, ENOSPC, a read-only remount); nothing already
+    committed is lost. The store keeps batches in memory meanwhile and retries the disk."""
+
+
+class BufferCorrupt(StorageError):
+    """The buffer file is damaged (or is not a buffer at all): recover it, do not retry it."""
 
 
 class DeviceError(AgentError):

@@ -25,6 +25,7 @@ def render(metrics: dict[str, Any]) -> str:
     buffer = metrics["buffer"]
     for name in ("batches", "bytes", "readings", "in_memory"):
         lines += [f"# TYPE edge_agent_buffer_{name} gauge", f"edge_agent_buffer_{name} {buffer[name]}"]
+    lines += ["# TYPE edge_agent_buffer_on_disk gauge", f"edge_agent_buffer_on_disk {int(buffer['on_disk'])}"]
     lines += ["# TYPE edge_agent_dropped_readings_total counter",
               f"edge_agent_dropped_readings_total {buffer['dropped_total']}"]
     publisher = metrics.get("publisher") or {}

@@ -36,7 +36,8 @@ from paho.mqtt.properties import Properties
 
 from agent.buffer.ring import SealedBatch
 from agent.buffer.spool import Spool
-from agent.codec import compress, decode_header, set_historical, split
+from agent.codec import compress, set_historical, split
+from agent.threads import confine, confined
 
 MAX_EVENTS_KEPT = 1000
 CONTROL_SLOTS = 8  # paho slots beyond the telemetry window for status, schema, events and metrics
@@ -120,6 +121,7 @@ class Publisher:
 
     def __init__(self, settings: BrokerSettings, spool: Spool, status: Callable[[], dict[str, Any]],
                  schema_json: str, clock: Callable[[], float] = time.monotonic) -> None:
+        confine(self)
         self.settings = settings
         self.spool = spool
         self.status = status
@@ -136,6 +138,7 @@ class Publisher:
         self._session: _Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog_cursor = 0
+        self._store_generation = 0
         self._tokens = 0.0
         self._protocol = MQTTProtocolVersion.MQTTv5
         self.connected = asyncio.Event()
@@ -145,10 +148,12 @@ class Publisher:
     def topic(self, leaf: str) -> str:
         return f"{self.settings.base_topic}/{leaf}"
 
+    @confined
     def nudge(self) -> None:
         """New batches are waiting (called by whoever adds to the spool)."""
         self._wake.set()
 
+    @confined
     def event(self, kind: str, **details: Any) -> None:
         """An event for the events topic: published from memory when connected; while offline kept
         on disk with the batches (the newest 1000), so a crash does not lose what explains a gap."""
@@ -159,6 +164,7 @@ class Publisher:
             self.spool.keep_event(json.dumps(body))
         self._wake.set()
 
+    @confined
     def publish_json(self, leaf: str, payload: dict[str, Any]) -> None:
         """Publish a JSON document on `<base>/<leaf>` when connected (only the latest is kept)."""
         self._latest[leaf] = json.dumps(payload)
@@ -279,6 +285,7 @@ class Publisher:
         client.connect(self.settings.host, self.settings.port, self.settings.keepalive, clean_start=True,
                        properties=properties)
 
+    @confined
     def _on_connect(self, session: _Session, reason: Any, max_packet: int | None) -> None:
         if session.connected.done():
             return
@@ -289,6 +296,7 @@ class Publisher:
             self.stats.protocol = "MQTT 5" if self._protocol is MQTTProtocolVersion.MQTTv5 else "MQTT 3.1.1"
             session.connected.set_result(True)
 
+    @confined
     def _on_lost(self, session: _Session, reason: str) -> None:
         connected = session.connected
         established = connected.done() and not connected.cancelled() and connected.exception() is None
@@ -299,6 +307,7 @@ class Publisher:
         if established and session is self._session and not self._stopping:  # a failed attempt is not news:
             self.event("broker_disconnected", reason=reason)  # `broker_unreachable` said it once per outage
 
+    @confined
     def _on_ack(self, session: _Session, mid: int, reason: Any) -> None:
         flight = session.inflight.pop(mid, None)
         if flight is None:
@@ -366,6 +375,8 @@ class Publisher:
         room -= min(LIVE_RESERVE, self.settings.window - 1)  # the backlog never takes the last slots: live first
         if room <= 0 or self._tokens < 1:
             return
+        if self.spool.ring.generation != self._store_generation:  # recovered or re-attached: from the start
+            self._store_generation, self._backlog_cursor = self.spool.ring.generation, 0
         in_flight = {f.seq for f in session.inflight.values()}
         for batch in self.spool.backlog(after=self._backlog_cursor):
             if room <= 0 or self._tokens < 1:
@@ -401,18 +412,23 @@ class Publisher:
         """Replace a batch the broker would refuse for its size by smaller ones (sent from disk)."""
         assert session.max_packet is not None
         limit = session.max_packet - PACKET_OVERHEAD - len(self.topic("telemetry"))
-        payloads = split(batch.payload, limit, self.spool.ring.allocate_seq)
-        parts = []
-        for payload in payloads:
-            header, devices = decode_header(payload)
-            count = sum(len(ts) * len(points) for _, groups in devices for points, ts, *_ in groups)  # type: ignore
-            parts.append(SealedBatch(header.seq, payload, count, batch.t_first, batch.t_last))
+        parts = [SealedBatch(part.seq, part.payload, part.readings, batch.t_first, batch.t_last)
+                 for part in split(batch.payload, limit, self.spool.ring.allocate)]
         self.spool.replace(batch.seq, parts)
         self._backlog_cursor = 0
         self.event("batch_split", seq=batch.seq, parts=[p.seq for p in parts], max_packet=session.max_packet)
 
     def _publish_retained(self, session: _Session) -> None:
         session.client.publish(self.topic("schema"), self.schema_json, qos=1, retain=True)
+        self._publish_status(session)
+
+    @confined
+    def refresh_status(self) -> None:
+        """The status changed (the buffer fell back to memory, or came back): publish it again."""
+        if self._session is not None and self.connected.is_set():
+            self._publish_status(self._session)
+
+    def _publish_status(self, session: _Session) -> None:
         session.client.publish(self.topic("status"), json.dumps({"state": "online", **self.status()}), qos=1,
                                retain=True)
 

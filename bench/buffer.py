@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.buffer import Ring, SealedBatch, Spool
+from agent.buffer import Ring, SealedBatch, Spool, Store
 from agent.config.models import BufferMode
 from bench.report import Figure
 from bench.workload import park_batches
@@ -58,7 +58,7 @@ class FakeClock:
 
 def one_hour(directory: Path, mode: BufferMode, online: bool) -> int:
     """Bytes written to the device for one simulated hour of the reference load."""
-    ring = Ring.open(directory, max_bytes=256 * 2**20, min_free_bytes=0)
+    ring = Store(directory, max_bytes=256 * 2**20, min_free_bytes=0)
     clock = FakeClock()
     spool = Spool(ring, mode, spill_after=2.0, outage_commit=1.0, clock=clock)
     spool.set_connected(online)

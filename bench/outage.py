@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.buffer import Ring, SealedBatch, Spool
+from agent.buffer import Ring, SealedBatch, Spool, Store
 from bench.report import Figure
 from bench.workload import PARK_INTERVAL_S, park_batches
 from hil.broker import Broker
@@ -71,7 +71,7 @@ def _fill(directory: Path, hour: list[bytes], hours: int) -> int:
 async def _drain(directory: Path, port: int, schema_json: str, batches: int) -> tuple[float, float, int]:
     from agent.publisher import BrokerSettings, Publisher
 
-    ring = Ring.open(directory, max_bytes=1 << 30, min_free_bytes=0)
+    ring = Store(directory, max_bytes=1 << 30, min_free_bytes=0)
     spool = Spool(ring)
     settings = BrokerSettings("127.0.0.1", port, False, "gw-bench", "park/bench/gw-bench", drain_rate=1e9)
     publisher = Publisher(settings, spool, dict, schema_json)

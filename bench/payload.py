@@ -12,8 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.batcher import Batcher, build_schema
-from agent.buffer import Ring, Spool
+from agent.assembly import Assembler
+from agent.batcher import Batcher
+from agent.wire import build_schema
+from agent.buffer import Ring, Spool, Store
 from agent.codec import Header, compress, decode, encode
 from agent.types import Reading
 from bench.report import Figure
@@ -92,21 +94,21 @@ def _latency(window: int, seconds: int) -> Figure:
         arrivals: list[float] = []
 
         async def scenario() -> None:
-            ring = Ring.open(root / "buf", max_bytes=1 << 30, min_free_bytes=0)
+            ring = Store(root / "buf", max_bytes=1 << 30, min_free_bytes=0)
             spool = Spool(ring)
             pub = publisher(broker.port, spool)
             pub.schema_json = schema.to_json()
             task = asyncio.create_task(pub.run())
             await wait_for(pub.connected.is_set, 10)
-            batcher = Batcher(schema)
+            assembler = Assembler("gw-test", schema, ring)
             start = time.time()
             for second in range(seconds):
                 now_ms = int(time.time() * 1000)
-                batcher.add(Reading(r.device, r.point, now_ms, r.value) for r in readings(2, 1, seed=second))
+                assembler.add(Reading(r.device, r.point, now_ms, r.value) for r in readings(2, 1, seed=second))
                 if (second + 1) % window == 0:
-                    sealed = batcher.seal(Header("gw-test", ring.epoch, ring.allocate_seq(), 0, 0))
+                    sealed = assembler.seal()
                     assert sealed is not None
-                    spool.add(sealed.encoded(schema))
+                    spool.add(sealed)
                     pub.nudge()
                 await asyncio.sleep(max(0.0, start + second + 1 - time.time()))
             await wait_for(lambda: len(sub.payloads) == seconds // window, 10)

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.batcher import Batcher, build_schema
-from agent.buffer import Ring, Spool
-from agent.codec import Header
+from agent.assembly import Assembler
+from agent.wire import build_schema
+from agent.buffer import Ring, Spool, Store
 from agent.config.loader import DeviceSetup
 from agent.config.models import DeviceModel
 from agent.drivers.bus import Bus
@@ -120,7 +120,7 @@ def _measure(ref: str, windows: int) -> Measured:
         schema = build_schema("gw-bench", setups)
 
         async def scenario() -> Measured:
-            ring = Ring.open(root / "buf", max_bytes=1 << 30, min_free_bytes=0)
+            ring = Store(root / "buf", max_bytes=1 << 30, min_free_bytes=0)
             spool = Spool(ring)
             settings = BrokerSettings("127.0.0.1", broker.port, False, "gw-bench", "park/bench/gw-bench", window=50)
             publisher = Publisher(settings, spool, dict, schema.to_json())
@@ -130,7 +130,7 @@ def _measure(ref: str, windows: int) -> Measured:
             buses = [Bus(f"b{e}", BusSpec(Transport.TCP, "127.0.0.1", port)) for e, port in enumerate(ports)]
             readers = [DeviceReader(s.config.id, s.config.unit, profile.points, profile.timing(),
                                     buses[int(s.config.bus[1:])]) for s in setups]
-            batcher = Batcher(schema)
+            assembler = Assembler("gw-bench", schema, ring)
             values = 0
             stop_at = time.monotonic() + WARM_UP_S + windows * WINDOW_S
 
@@ -138,15 +138,15 @@ def _measure(ref: str, windows: int) -> Measured:
                 nonlocal values
                 while time.monotonic() < stop_at:
                     result = await reader.poll()
-                    batcher.add(result.readings)
+                    assembler.add(result.readings)
                     values += len(result.readings)
 
             async def seal_forever() -> None:
                 while time.monotonic() < stop_at + 0.2:
                     await asyncio.sleep(0.5)
-                    sealed = batcher.seal(Header("gw-bench", ring.epoch, ring.allocate_seq(), 0, 0))
+                    sealed = assembler.seal()
                     if sealed:
-                        spool.add(sealed.encoded(schema))
+                        spool.add(sealed)
                         publisher.nudge()
 
             async def sample() -> list[float]:

@@ -14,7 +14,8 @@ import random
 import struct
 from pathlib import Path
 
-from agent.batcher import Batcher, build_schema
+from agent.batcher import Batcher
+from agent.wire import build_schema
 from agent.codec import Header
 from agent.config import ProfileLibrary
 from agent.config.loader import DeviceSetup
@@ -102,5 +103,5 @@ def park_batches(count: int, gateway: str = "gw-bench") -> tuple[list[bytes], st
         batcher.add(rows[poll * per_poll:(poll + 1) * per_poll])
         sealed = batcher.seal(Header(gateway, 1, poll + 1, 0, 0))
         assert sealed is not None
-        payloads.append(sealed.encoded(schema).payload)
+        payloads.append(sealed.encode(schema))
     return payloads, schema.to_json()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.batcher import build_schema
+from agent.wire import build_schema
 from agent.codec import WireSchema
 from agent.config import load_config
 from agent.config.profiles import ProfileLibrary

@@ -13,18 +13,20 @@ on disk in blocks, so a restart continues past anything that may have been publi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agent.buffer.lock import DirectoryLock
-from agent.buffer.schema import COLUMNS, DB_NAME, WAL_LIMIT, Recovery, open_checked, verify
+from agent.buffer.schema import COLUMNS, DB_NAME, WAL_LIMIT, Recovery, open_checked, storage_error, verify
 from agent.errors import BufferIOError
+from agent.threads import confine, confined
 
 ROW_OVERHEAD = 48  # bytes a row costs beyond its payload (key, columns, b-tree cell): counted against max_bytes
 SEQ_RESERVE = 1024  # sequence numbers reserved on disk per reservation commit
@@ -110,10 +112,11 @@ class RingStats:
 
 
 class Ring:
-    """Single-writer durable ring. Not thread-safe: one owner calls it."""
+    """Single-writer durable ring. Not thread-safe: its owner's thread (the event loop) calls it."""
 
     def __init__(self, directory: Path, conn: sqlite3.Connection, lock: DirectoryLock, recovery: Recovery,
                  max_bytes: int, min_free_bytes: int) -> None:
+        confine(self)
         self.directory = directory
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
@@ -153,17 +156,29 @@ class Ring:
         the owner looks at `integrity` and calls `recover()` if it reports damage.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = DirectoryLock(directory)
-        lock.acquire()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            lock = DirectoryLock(directory)
+            lock.acquire()
+        except OSError as exc:
+            raise BufferIOError(f"buffer directory {directory} cannot be used: {exc.strerror or exc}") from exc
         try:
             conn, recovery = open_checked(directory, full_check, known_damage)
             try:
                 ring = cls(directory, conn, lock, recovery, max_bytes, min_free_bytes)
+            except sqlite3.OperationalError:
+                conn.close()
+                raise
             except sqlite3.DatabaseError as exc:  # the cheap checks passed, reading the counters did not
                 conn.close()
                 conn, recovery = open_checked(directory, known_damage=str(exc))
                 ring = cls(directory, conn, lock, recovery, max_bytes, min_free_bytes)
+        except sqlite3.Error as exc:
+            lock.release()
+            raise storage_error(exc, f"opening the buffer in {directory}") from exc
+        except OSError as exc:  # moving a damaged file aside on a failing disk
+            lock.release()
+            raise BufferIOError(f"opening the buffer in {directory}: {exc}") from exc
         except BaseException:
             lock.release()
             raise
@@ -176,12 +191,56 @@ class Ring:
     def _verify(self) -> None:
         self.integrity = verify(self.path)
 
-    def recover(self) -> Ring:
-        """The background check found damage: move the file aside, salvage, reopen. Returns the new ring."""
-        reason = self.integrity or "damage found while running"
-        self._conn.close()
+    def recover(self, reason: str = "") -> Ring:
+        """Damage found while running (the background check, or a read or write that met it): move
+        the file aside, salvage, reopen with a new epoch. Returns the new ring, which continues the
+        sequence numbers past every one this ring handed out. Raises StorageError if the disk
+        cannot even do that (the caller falls back to memory)."""
+        reason = reason or self.integrity or "damage found while running"
+        self.detach()
+        ring = Ring.open(self.directory, self.max_bytes, self.min_free_bytes, known_damage=reason)
+        if ring.recovery.lost_readings is None:  # the counters were unreadable: ours were not
+            lost_batches = max(0, self._batches - ring.recovery.salvaged_batches)
+            lost_readings = max(0, self._readings - ring._readings)
+            ring.count_lost(lost_batches, lost_readings)
+            ring.recovery = replace(ring.recovery, lost_batches=lost_batches, lost_readings=lost_readings)
+        ring.reserve_from(self._next_seq)
+        return ring
+
+    def detach(self) -> None:
+        """Let go of the file without writing to it (the disk failed or the file is damaged)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
         self._lock.release()
-        return Ring.open(self.directory, self.max_bytes, self.min_free_bytes, known_damage=reason)
+
+    def reserve_from(self, next_seq: int) -> None:
+        """Sequence numbers below `next_seq` were handed out elsewhere (an earlier file, memory):
+        continue after them, reserved on disk first."""
+        if next_seq > self._next_seq:
+            self._next_seq = next_seq
+            self._write_meta({"seq_reserved": next_seq + SEQ_RESERVE - 1})
+            self._reserved = next_seq + SEQ_RESERVE - 1
+
+    def count_lost(self, batches: int, readings: int) -> None:
+        """Readings known lost outside a commit (a damaged file's unreadable rows): counted as dropped."""
+        if batches > 0 or readings > 0:
+            self.dropped_total += max(0, readings)
+            self.dropped_batches += max(0, batches)
+            self._write_meta({"dropped_total": self.dropped_total, "dropped_batches": self.dropped_batches})
+
+    def take_pending_acks(self) -> set[int]:
+        """Acknowledgements not yet committed, handed to whoever takes over (the disk is failing)."""
+        acks, self._pending_acks = self._pending_acks, set()
+        return acks
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def reserved(self) -> int:
+        """The highest sequence number reserved on disk: a restart continues after it."""
+        return self._reserved
 
     def close(self) -> None:
         """Commit pending acknowledgements, checkpoint the WAL, release the lock."""
@@ -197,6 +256,7 @@ class Ring:
 
     # ------------------------------------------------------------------ writing
 
+    @confined
     def allocate_seq(self) -> int:
         """The next sequence number; reserves a block on disk when the last one is used up."""
         seq = self._next_seq
@@ -206,6 +266,7 @@ class Ring:
         self._next_seq += 1
         return seq
 
+    @confined
     def ack(self, seq: int) -> None:
         """The broker acknowledged `seq`; deleted at the next commit (coalesced)."""
         self._pending_acks.add(seq)
@@ -214,6 +275,7 @@ class Ring:
         """The broker acknowledged stored event `event_id`; deleted at the next commit."""
         self._pending_event_acks.add(event_id)
 
+    @confined
     def commit(self, batches: Sequence[SealedBatch] = (), events: Sequence[str] = ()) -> CommitResult:
         """One transaction: pending acks deleted, `batches` inserted (a batch already present under
         its seq is replaced: a growing draft), the oldest evicted to respect the bounds, `events`
@@ -224,6 +286,8 @@ class Ring:
             except sqlite3.OperationalError as exc:
                 if attempt == 2 or "full" not in str(exc).lower():
                     raise BufferIOError(f"buffer commit failed in {self.directory}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise storage_error(exc, f"buffer commit failed in {self.directory}") from exc
         raise AssertionError("unreachable")
 
     def _commit_body(self, batches: Sequence[SealedBatch], squeeze: bool, events: Sequence[str] = ()) -> CommitResult:
@@ -306,7 +370,10 @@ class Ring:
         try:
             stat = os.statvfs(self.directory)
             pages = self._conn.execute("PRAGMA page_count").fetchone()[0] * self._page_size
-            room = int((pages + stat.f_bavail * stat.f_frsize - self.min_free_bytes - 2 * WAL_LIMIT) * PAGE_FILL)
+            # the file's own pages stay ours: a disk filled by another program must not make the ring
+            # throw away its backlog (deleting rows frees nothing for others); it only stops growing
+            grow = pages + stat.f_bavail * stat.f_frsize - self.min_free_bytes - 2 * WAL_LIMIT
+            room = int(max(pages, grow) * PAGE_FILL)
         except (OSError, sqlite3.Error):
             room = self.max_bytes
         limit = min(self.max_bytes, max(0, room))
@@ -338,13 +405,15 @@ class Ring:
 
     # ------------------------------------------------------------------ reading
 
+    @confined
     def unacked(self, after: int = 0, page: int = 64) -> Iterator[SealedBatch]:
         """Batches not yet acknowledged, in sequence order, read a page at a time (never the whole
         backlog in memory). A payload failing its CRC is quarantined, counted and skipped."""
         cursor = after
         while True:
-            rows = self._conn.execute(f"SELECT {COLUMNS} FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
-                                      (cursor, page)).fetchall()
+            with self._mapped("reading the backlog"):
+                rows = self._conn.execute(f"SELECT {COLUMNS} FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
+                                          (cursor, page)).fetchall()
             if not rows:
                 return
             for seq, crc, readings, t_first, t_last, _, payload in rows:
@@ -358,8 +427,9 @@ class Ring:
 
     def stored_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, str]]:
         """Events kept on disk and not yet acknowledged, oldest first: (id, JSON body)."""
-        rows = self._conn.execute("SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                                  (after, limit + len(self._pending_event_acks))).fetchall()
+        with self._mapped("reading stored events"):
+            rows = self._conn.execute("SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                                      (after, limit + len(self._pending_event_acks))).fetchall()
         return [(i, body) for i, body in rows if i not in self._pending_event_acks][:limit]
 
     def _quarantine(self, seq: int, payload: bytes, readings: int) -> None:
@@ -375,15 +445,17 @@ class Ring:
             self._put_meta(meta)
             self._after_commit = (-(len(payload) + ROW_OVERHEAD), -1, -readings, meta, self.last_committed_ts)
         pending, pending_events = set(self._pending_acks), set(self._pending_event_acks)
-        self._transaction(body)
+        with self._mapped("quarantining a damaged batch"):
+            self._transaction(body)
         self._pending_acks, self._pending_event_acks = pending, pending_events  # not a commit of the acks
         self.quarantined += 1
 
     # ------------------------------------------------------------------ state
 
     def stats(self) -> RingStats:
-        oldest = self._conn.execute("SELECT seq, t_first FROM batches ORDER BY seq LIMIT 1").fetchone()
-        newest = self._conn.execute("SELECT MAX(seq) FROM batches").fetchone()[0]
+        with self._mapped("reading the buffer's statistics"):
+            oldest = self._conn.execute("SELECT seq, t_first FROM batches ORDER BY seq LIMIT 1").fetchone()
+            newest = self._conn.execute("SELECT MAX(seq) FROM batches").fetchone()[0]
         return RingStats(self.epoch, self.boot_count, self._batches, self._bytes, self._readings,
                          oldest[0] if oldest else None, newest, oldest[1] if oldest else None,
                          self.dropped_total, self.dropped_batches, self.quarantined)
@@ -414,8 +486,14 @@ class Ring:
                                list(values.items()))
 
     def _write_meta(self, values: dict[str, int]) -> None:
-        try:
+        with self._mapped(f"buffer in {self.directory} cannot be written"):
             self._transaction(lambda: self._put_meta(values))
-        except sqlite3.OperationalError as exc:
-            raise BufferIOError(f"buffer in {self.directory} cannot be written: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _mapped(self, what: str) -> Iterator[None]:
+        """The seam: sqlite3's errors leave this module as the agent's StorageError kinds."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise storage_error(exc, what) from exc
 

@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.errors import BufferCorrupt, BufferIOError, StorageError
+
 DB_NAME = "buffer.sqlite"
 SCHEMA_VERSION = 1
 PAGE_SIZE = 1024  # small pages: a commit rewrites whole pages, so fewer bytes reach the card per commit
@@ -57,6 +59,20 @@ class Recovery:
     @property
     def happened(self) -> bool:
         return self.moved_to is not None
+
+
+CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FORMAT"}
+
+
+def storage_error(exc: sqlite3.Error, what: str) -> StorageError:
+    """sqlite3's error mapped onto the agent's tree: damage (recover the file) or the disk failing
+    (keep going in memory and retry). A DatabaseError without a code is damage: sqlite3 raises it
+    for a malformed image."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.split("_", 2)[:2] == ["SQLITE", "CORRUPT"] or name in CORRUPT_CODES or (
+            not name and type(exc) is sqlite3.DatabaseError):
+        return BufferCorrupt(f"{what}: the buffer file is damaged ({exc})")
+    return BufferIOError(f"{what}: {exc}")
 
 
 def connect(path: Path) -> sqlite3.Connection:

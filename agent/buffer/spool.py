@@ -7,8 +7,13 @@ disconnected, sealed batches, and events that could not be published, are commit
 `outage_commit`. Online with an empty backlog, the card sees no writes at all.
 mode `always`: every batch is committed before it is handed to the publisher.
 
+`historical` means historical: in both modes a batch sealed while connected is offered live
+(`take_live`), once, whether or not it is also on disk; only what was not published live — sealed
+while disconnected, or sent again after a lost session or a refusal — comes out of `backlog`.
+
 The publisher drives it: `add` a sealed batch, `take` what to publish, `acked` on PUBACK,
-`set_connected` on link changes, and `tick` about once a second. Single-threaded.
+`set_connected` on link changes, and `tick` about once a second. It runs on the event loop
+(agent/threads.py); the store under it (`Store`: disk, or memory while the disk fails) is too.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent.buffer.ring import Loss, Ring, SealedBatch, add_loss
+from agent.buffer.ring import Loss, SealedBatch, add_loss
+from agent.buffer.store import Store
 from agent.config.models import BufferMode
+from agent.threads import confine, confined
 
 ACK_LINGER = 15.0  # seconds an acknowledgement may wait to ride along with the next insert commit
 ACK_BATCH = 100  # ... or until this many are pending (draining a backlog)
@@ -31,11 +38,13 @@ class _Held:
     batch: SealedBatch
     since: float
     published: bool = False
+    on_disk: bool = False  # committed too (mode always, a final draft, a late spill): acks go to the store
 
 
 class Spool:
-    def __init__(self, ring: Ring, mode: BufferMode = BufferMode.OUTAGE, spill_after: float = 2.0,
+    def __init__(self, ring: Store, mode: BufferMode = BufferMode.OUTAGE, spill_after: float = 2.0,
                  outage_commit: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        confine(self)
         self.ring = ring
         self.mode = mode
         self.spill_after = spill_after
@@ -54,13 +63,15 @@ class Spool:
 
     # ------------------------------------------------------------------ inputs
 
+    @confined
     def add(self, batch: SealedBatch) -> None:
         """A newly sealed batch."""
-        if batch.seq == self._held:  # the final version of a draft replaces it on disk at once
-            self._held = None
+        if batch.seq == self._held or self.mode is BufferMode.ALWAYS:
+            if batch.seq == self._held:  # the final version of a draft replaces it on disk at once
+                self._held = None
             self._commit([batch])
-        elif self.mode is BufferMode.ALWAYS:
-            self._commit([batch])
+            if self.connected:
+                self._memory[batch.seq] = _Held(batch, self.clock(), on_disk=True)
         elif self.connected:  # live first, even while a backlog drains behind it
             self._memory[batch.seq] = _Held(batch, self.clock())
         else:
@@ -70,9 +81,11 @@ class Spool:
             if self.clock() - self._unwritten_since >= self.outage_commit:
                 self._flush_unwritten()
 
+    @confined
     def acked(self, seq: int) -> None:
         """PUBACK with a success code for `seq`."""
-        if self._memory.pop(seq, None) is None:
+        held = self._memory.pop(seq, None)
+        if held is None or held.on_disk:
             self.ring.ack(seq)
             if self._acks_since is None:
                 self._acks_since = self.clock()
@@ -124,8 +137,9 @@ class Spool:
     def tick(self) -> None:
         """Periodic duties: spill batches whose PUBACK is late, commit offline batches, flush acks."""
         now = self.clock()
-        late = [seq for seq, held in self._memory.items() if now - held.since >= self.spill_after]
+        late = [seq for seq, held in self._memory.items() if now - held.since >= self.spill_after and not held.on_disk]
         self._spill(late)
+        self.ring.tick()
         if (self._unwritten or self._unwritten_events) and now - self._unwritten_since >= self.outage_commit:
             self._flush_unwritten()
         pending = self.ring.pending_acks + self.ring.pending_event_acks
@@ -148,12 +162,14 @@ class Spool:
         return [held.batch for held in fresh]
 
     def backlog(self, after: int = 0) -> Iterator[SealedBatch]:
-        """Disk batches not yet acknowledged, oldest first (streaming)."""
+        """Stored batches not yet acknowledged and not offered live, oldest first (streaming)."""
         self._flush_unwritten()
-        return (batch for batch in self.ring.unacked(after) if batch.seq != self._held)
+        return (batch for batch in self.ring.unacked(after) if batch.seq != self._held and batch.seq not in self._memory)
 
     def take_losses(self) -> list[Loss]:
         """What the ring has given up since the last call, for the publisher to announce."""
+        for loss in self.ring.take_losses():
+            add_loss(self._losses, loss)
         losses, self._losses = self._losses, []
         return losses
 
@@ -164,7 +180,18 @@ class Spool:
     # ------------------------------------------------------------------ internals
 
     def _spill(self, seqs: list[int]) -> None:
-        batches = [self._memory.pop(seq).batch for seq in seqs if seq in self._memory]
+        """To disk. A batch already published leaves the live queue (a re-send is historical); one
+        still waiting for its turn stays in it, now also on disk."""
+        batches = []
+        for seq in seqs:
+            held = self._memory.get(seq)
+            if held is None:
+                continue
+            if not held.on_disk:
+                batches.append(held.batch)
+                held.on_disk = True
+            if held.published or not self.connected:
+                del self._memory[seq]
         if batches:
             self._commit(batches)
 

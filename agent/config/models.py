@@ -185,6 +185,7 @@ class BufferModel(Strict):
     mode: BufferMode = BufferMode.OUTAGE
     spill_after: PositiveSeconds = 2.0
     outage_commit: PositiveSeconds = 1.0
+    memory_bytes: Bytes = 32 * 2**20  # what is kept in memory while the disk fails (read-only, full, EIO)
 
 
 class AgentConfig(Strict):

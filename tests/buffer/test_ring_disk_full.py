@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import Ring, SealedBatch, Spool
+from agent.buffer import Ring, SealedBatch, Spool, Store
 from agent.config.models import BufferMode
 from agent.errors import BufferIOError
 
@@ -39,7 +39,7 @@ def batch(ring: Ring, i: int, size: int = 20_000) -> SealedBatch:
 
 def test_outage_fills_the_disk_and_the_oldest_is_evicted(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "fs") as fs:
-        ring = Ring.open(fs, max_bytes=256 * 2**20, min_free_bytes=512 * 1024)  # cap far above the disk
+        ring = Store(fs, max_bytes=256 * 2**20, min_free_bytes=512 * 1024)  # cap far above the disk
         spool = Spool(ring, BufferMode.OUTAGE, outage_commit=0.0)
         appended = 0
         for i in range(600):  # 12 MB of batches into 4 MB of disk, offline all along

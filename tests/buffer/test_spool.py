@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import Ring, SealedBatch, Spool
+from agent.buffer import Ring, SealedBatch, Spool, Store
 from agent.config.models import BufferMode
 
 
@@ -20,7 +20,7 @@ class Clock:
 
 @pytest.fixture
 def ring(tmp_path: Path):  # type: ignore[no-untyped-def]
-    ring = Ring.open(tmp_path, max_bytes=1 << 30, min_free_bytes=0)
+    ring = Store(tmp_path, max_bytes=1 << 30, min_free_bytes=0)
     yield ring
     ring.close()
 
@@ -68,7 +68,7 @@ def test_offline_events_are_committed_with_the_batches_and_deleted_once_acknowle
     spool.close()
     kept = ring.stored_events(limit=2 * EVENTS_KEPT)
     assert len(kept) == EVENTS_KEPT and kept[0][1] == '{"n": 5}'  # the newest are kept
-    assert dict(ring._conn.execute("SELECT key, value FROM meta"))["events_dropped"] == 5  # noqa: SLF001
+    assert dict(ring._ring._conn.execute("SELECT key, value FROM meta"))["events_dropped"] == 5  # noqa: SLF001
 
 
 def test_outage_mode_spills_a_batch_whose_ack_is_late(ring: Ring) -> None:
@@ -101,7 +101,8 @@ def test_acknowledgements_ride_along_with_the_next_insert(ring: Ring) -> None:
     for _ in range(10):
         batch = sealed(ring)
         spool.add(batch)
-        for stored in list(spool.backlog()):
+        assert list(spool.backlog()) == []  # live, not backlog: published once, unflagged
+        for stored in spool.take_live():
             spool.acked(stored.seq)
         for _ in range(10):
             clock.now += 1.0
@@ -149,12 +150,32 @@ def test_live_batches_go_first_while_the_backlog_drains(ring: Ring) -> None:
     assert [b.seq for b in spool.backlog()] == [old.seq]
 
 
-def test_always_mode_commits_before_publishing(ring: Ring) -> None:
+def test_always_mode_commits_before_publishing_and_publishes_live(ring: Ring) -> None:
     spool = Spool(ring, BufferMode.ALWAYS, clock=Clock())
     spool.set_connected(True)
     batch = sealed(ring)
     spool.add(batch)
-    assert on_disk(ring) == [batch.seq] and spool.take_live() == []
+    assert on_disk(ring) == [batch.seq]  # committed first
+    assert spool.take_live() == [batch] and list(spool.backlog()) == []  # then offered live, once
+    spool.set_connected(False)  # not acknowledged before the link went: a re-send is from the backlog
+    assert [b.seq for b in spool.backlog()] == [batch.seq]
+
+
+def test_a_late_unpublished_batch_goes_to_disk_and_stays_live(ring: Ring) -> None:
+    """outage mode: a batch still waiting for a window slot after spill_after is written for safety
+    but is still published live (historical is only for what was not)."""
+    clock = Clock()
+    spool = Spool(ring, BufferMode.OUTAGE, spill_after=2.0, clock=clock)
+    spool.set_connected(True)
+    batch = sealed(ring)
+    spool.add(batch)
+    clock.now += 3.0
+    spool.tick()
+    assert on_disk(ring) == [batch.seq] and list(spool.backlog()) == []
+    assert spool.take_live() == [batch]
+    spool.acked(batch.seq)
+    spool.close()
+    assert on_disk(ring) == []  # the acknowledgement reached the disk copy too
 
 
 def test_close_commits_everything_unacknowledged(ring: Ring) -> None:

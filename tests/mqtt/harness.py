@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agent.buffer import Ring, SealedBatch, Spool
+from agent.buffer import Ring, SealedBatch, Spool, Store
 from agent.codec import Batch, Group, Header, encode
 from agent.publisher import BrokerSettings, Publisher
 from hil.platform import Platform
@@ -54,7 +54,7 @@ async def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:
 
 
 def open_spool(directory: Path, max_bytes: int = 1 << 30) -> tuple[Ring, Spool]:
-    ring = Ring.open(directory, max_bytes=max_bytes, min_free_bytes=0)
+    ring = Store(directory, max_bytes=max_bytes, min_free_bytes=0)
     return ring, Spool(ring, spill_after=2.0, outage_commit=0.5)
 
 
