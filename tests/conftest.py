@@ -7,18 +7,28 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+
+# asyncio debug mode for every loop the tests start, in this process and in the agents they spawn:
+# pipeline state then refuses calls from a foreign thread (agent/threads.py), and asyncio itself
+# refuses non-thread-safe calls on the loop from other threads.
+os.environ["PYTHONASYNCIODEBUG"] = "1"
+
+import shutil  # noqa: E402
 import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import pytest  # noqa: E402
 
+from agent import threads  # noqa: E402
 from agent.config import ProfileLibrary
-from agent.drivers.urls import BusSpec, SerialSettings, Transport
-from hil.sims import SimThread
+from agent.drivers.urls import BusSpec, SerialSettings, Transport  # noqa: E402
+from hil.sims import SimThread  # noqa: E402
+
+threads.set_checking(True)
 
 __all__ = ["SimThread", "rtu_spec"]
 

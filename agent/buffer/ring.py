@@ -233,6 +233,19 @@ class Ring:
         acks, self._pending_acks = self._pending_acks, set()
         return acks
 
+    def file_problem(self) -> str | None:
+        """A cheap look at the file under the open connection (read its header from disk): None if
+        it is still an SQLite database, else what is wrong (overwritten, removed). Damage inside
+        pages is found by reads and by the integrity check."""
+        try:
+            with open(self.path, "rb") as f:
+                magic = f.read(16)
+        except FileNotFoundError:
+            return "buffer file removed while in use"
+        except OSError as exc:
+            return f"buffer file unreadable: {exc.strerror or exc}"
+        return None if magic == b"SQLite format 3\x00" else "buffer file overwritten: not an SQLite database any more"
+
     @property
     def next_seq(self) -> int:
         return self._next_seq

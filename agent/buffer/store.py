@@ -34,6 +34,7 @@ from agent.threads import confine, confined
 
 RETRY_FIRST = 5.0  # seconds before the first attempt to re-attach the disk
 RETRY_MAX = 300.0
+LOOK_EVERY = 5.0  # seconds between looks at the file's header (overwritten or removed under us)
 DEFAULT_MEMORY_BYTES = 32 * 2**20  # a 512 MB gateway keeps ~50 min of a 50-meter park at 10 s
 
 
@@ -62,6 +63,7 @@ class Store:
         self._memory: MemoryRing | None = None
         self._deferred_acks: set[int] = set()  # acks for disk batches while detached
         self._retry_at = 0.0
+        self._look_at = 0.0  # next look at the file's header
         self._backoff = RETRY_FIRST
         self.unavailable: tuple[str, float] | None = None  # (reason, since: wall s) while in memory
         self.slowest_commit = 0.0
@@ -170,10 +172,15 @@ class Store:
     @confined
     def tick(self) -> None:
         """About once a second: recover damage the background check found; retry a detached disk."""
-        ring = self._ring
+        ring, now = self._ring, self.clock()
         if ring is not None and ring.integrity not in (None, "ok"):
             self._recover(f"integrity check: {ring.integrity}")
-        elif self._memory is not None and self.clock() >= self._retry_at:
+        elif ring is not None and now >= self._look_at:
+            self._look_at = now + LOOK_EVERY
+            problem = ring.file_problem()
+            if problem is not None:
+                self._recover(problem)
+        elif self._memory is not None and now >= self._retry_at:
             self._attach()
 
     def close(self) -> None:
