@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import Ring
+from agent.buffer import Ring, Spool, Store
+from agent.codec import FLAG_HISTORICAL, decode_header
+from agent.config.models import BufferMode
 from hil.broker import Broker
 from tests.mqtt.harness import BASE, Subscriber, make_batch, open_spool, publisher, wait_for
 
@@ -475,3 +477,50 @@ def test_batch_larger_than_the_brokers_packet_limit_is_split(tmp_path: Path) -> 
         assert any(e["event"] == "batch_split" for e in events)
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("mode", [BufferMode.OUTAGE, BufferMode.ALWAYS])
+def test_historical_is_set_exactly_on_batches_not_published_live(broker: Broker, tmp_path: Path,
+                                                                   mode: BufferMode) -> None:
+    """Batch by batch through a real broker: sealed while connected (and not at the edge of the
+    outage) -> its first arrival is live; sealed while disconnected -> every arrival is historical."""
+    sub = Subscriber(broker.port)
+    sealed_online: dict[int, bool] = {}
+    edge: set[int] = set()  # sealed in the second before the broker went: may or may not have gone out
+
+    async def scenario() -> None:
+        ring = Store(tmp_path / "buf", max_bytes=1 << 30, min_free_bytes=0)
+        spool = Spool(ring, mode, spill_after=2.0, outage_commit=0.5)
+        pub = publisher(broker.port, spool, backoff_max=1.0)
+        task = asyncio.create_task(pub.run())
+        assert await wait_for(pub.connected.is_set, 10)
+        for row in range(90):
+            if row == 30:
+                edge.update(seq for seq in list(sealed_online)[-10:])
+                await asyncio.to_thread(broker.stop)
+            if row == 60:
+                await asyncio.to_thread(broker.start)
+            batch = make_batch(ring, row)
+            spool.add(batch)
+            sealed_online[batch.seq] = pub.connected.is_set()
+            pub.nudge()
+            await asyncio.sleep(0.1)
+        assert await wait_for(lambda: set(sub.seqs) >= set(sealed_online), 30)
+        await pub.stop()
+        task.cancel()
+        ring.close()
+
+    asyncio.run(scenario())
+    sub.close()
+    first: dict[int, bool] = {}
+    every: dict[int, set[bool]] = {}
+    for payload in sub.payloads:
+        header = decode_header(payload)[0]
+        flagged = bool(header.flags & FLAG_HISTORICAL)
+        first.setdefault(header.seq, flagged)
+        every.setdefault(header.seq, set()).add(flagged)
+    offline = [seq for seq, online in sealed_online.items() if not online]
+    live = [seq for seq, online in sealed_online.items() if online and seq not in edge]
+    assert len(offline) >= 20 and len(live) >= 40
+    assert all(every[seq] == {True} for seq in offline), {s: every[s] for s in offline}
+    assert [seq for seq in live if first[seq]] == []  # no live batch arrived first as historical
