@@ -139,7 +139,7 @@ def test_disk_filled_by_another_program_during_an_outage(sim: SimThread, broker:
             assert platform.wait(lambda: len(seconds_of(platform)) >= 2, 20)
             broker.stop()  # an outage: batches are committed every second
             time.sleep(3)
-            with open(filler, "wb") as f, contextlib.suppress(OSError):
+            with contextlib.suppress(OSError), open(filler, "wb") as f:
                 while True:  # another program takes every last byte
                     f.write(b"\0" * 65536)
                     f.flush()
