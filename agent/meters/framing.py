@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 START, END, PREAMBLE = 0x68, 0x16, 0xFE
 
@@ -72,3 +75,33 @@ def _complete_at(buffer: bytearray, start: int, shape: Shape) -> int | None:
 def noise(skipped: bytes) -> bytes:
     """Skipped bytes worth reporting: FE preambles are part of the protocol, not noise."""
     return bytes(b for b in skipped if b != PREAMBLE)
+
+
+class Receiver(Generic[T]):
+    """Collects a byte stream until `match` accepts a frame as the answer; remembers the rest.
+
+    `echo` is our own request: a 2-wire adapter that hears itself is not reporting noise."""
+
+    def __init__(self, shape: Shape, match: Callable[[bytes], T | None], echo: bytes = b"") -> None:
+        self._shape = shape
+        self._match = match
+        self._echo = echo
+        self._buffer = bytearray()
+        self._other = bytearray()
+
+    def feed(self, data: bytes) -> T | None:
+        """Add bytes; the answer once it is complete, else None."""
+        self._buffer += data
+        while (found := next_frame(self._buffer, self._shape)) is not None:
+            self._other += noise(found.skipped)
+            answer = self._match(found.frame)
+            if answer is not None:
+                return answer
+            if not self._echo.endswith(found.frame):
+                self._other += found.frame
+        return None
+
+    @property
+    def unexplained(self) -> bytes:
+        """Everything that arrived and was not the answer (preambles and our echo left out)."""
+        return bytes(self._other) + noise(bytes(self._buffer))

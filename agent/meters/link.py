@@ -20,7 +20,7 @@ import serial
 from agent.drivers.urls import BusSpec
 from agent.errors import BusError, DeviceTimeout, FrameError
 from agent.meters import cjt188, dlt645
-from agent.meters.framing import Shape, next_frame, noise
+from agent.meters.framing import Receiver, Shape
 from agent.meters.messages import Answer, MeterRequest, MeterTarget
 
 SHOW_BYTES = 48  # bytes of an unrecognised answer quoted in the error
@@ -87,27 +87,17 @@ class MeterLink:
 
     def _await(self, stream: _Stream, target: MeterTarget, request: MeterRequest, sent: bytes,
                timeout: float) -> Answer:
-        buffer = bytearray()
-        seen = bytearray()  # everything that was not our answer, for the error message
+        receiver = Receiver(self._shape, lambda raw: self._match(raw, target, request), echo=sent)
         deadline = time.monotonic() + timeout
-        while True:
-            while (found := next_frame(buffer, self._shape)) is not None:
-                seen += noise(found.skipped)
-                answer = self._match(found.frame, target, request)
-                if answer is not None:
-                    return answer
-                if not sent.endswith(found.frame):  # our own echo on a 2-wire adapter is not news
-                    seen += found.frame
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            buffer += stream.read(remaining)
-        seen += noise(bytes(buffer))
-        if seen:
+        while (remaining := deadline - time.monotonic()) > 0:
+            answer = receiver.feed(stream.read(remaining))
+            if answer is not None:
+                return answer
+        who = f"{request} to {target.address[::-1].hex()}"
+        if seen := receiver.unexplained:
             shown = seen[:SHOW_BYTES].hex(" ") + (" ..." if len(seen) > SHOW_BYTES else "")
-            raise FrameError(f"{request} to {target.address[::-1].hex()}: no valid answer within {timeout:g} s; "
-                             f"received {len(seen)} other byte(s): {shown}")
-        raise DeviceTimeout(f"{request} to {target.address[::-1].hex()}: no answer within {timeout:g} s")
+            raise FrameError(f"{who}: no valid answer within {timeout:g} s; received {len(seen)} other byte(s): {shown}")
+        raise DeviceTimeout(f"{who}: no answer within {timeout:g} s")
 
 
 class _SerialStream:
