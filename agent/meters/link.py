@@ -11,6 +11,7 @@ before each request, so a late answer cannot be taken for the next one.
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from typing import Protocol
@@ -112,9 +113,9 @@ class _SerialStream:
         self._port.flush()
 
     def read(self, timeout: float) -> bytes:
-        self._port.timeout = timeout
-        first = self._port.read(1)
-        return first + self._port.read(self._port.in_waiting) if first else b""
+        # wait with select: changing pyserial's timeout reconfigures the port (and fails on some PTYs)
+        ready, _, _ = select.select([self._port.fd], [], [], timeout)
+        return self._port.read(max(1, self._port.in_waiting)) if ready else b""
 
     def drain(self) -> None:
         self._port.reset_input_buffer()
