@@ -1,0 +1,88 @@
+"""`edge-agent probe`, `scan` and `simulate` on DL/T 645 and CJ/T 188 lines, as a person runs them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import ProfileLibrary
+from agent.meters.server import MeterFaults
+from agent.simulate import SimulatedDevice
+from tests.conftest import SimThread
+from tests.integration.test_cli import edge_agent
+
+VALUES = {"energy_import": 4321.09, "voltage_l1": 229.8, "current_l1": -3.25, "active_power": -745.5,
+          "power_factor": -0.982, "frequency": 49.97, "energy_export": 12.0}
+
+
+def test_probe_json_by_address(sim: SimThread, library: ProfileLibrary) -> None:
+    meter = SimulatedDevice(library.load("dlt645/single-phase"), dict(VALUES), moving=False)
+    spec, _ = sim.meters_tcp("dlt645", {"000000123456": meter})
+    done = edge_agent("probe", "--url", f"dlt645+tcp://127.0.0.1:{spec.port}", "--address", "000000123456",
+                      "--profile", "dlt645/single-phase", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == VALUES
+
+
+def test_probe_without_address_finds_the_meter_and_shows_raw_bytes(sim: SimThread, library: ProfileLibrary) -> None:
+    meter = SimulatedDevice(library.load("cjt188/water-meter"), {"volume_total": 1234.56}, moving=False)
+    spec, _ = sim.meters_tcp("cjt188", {"12345678901234": meter})
+    done = edge_agent("probe", "--url", f"cjt188+tcp://127.0.0.1:{spec.port}", "--profile", "cjt188/water-meter")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("volume_total "))
+    assert "1234.56" in row and "56 34 12 00 2C" in row  # BCD low byte first, then the m³ unit code
+    assert "meter 12345678901234" in done.stdout
+
+
+def test_probe_of_a_silent_meter_explains(sim: SimThread, library: ProfileLibrary) -> None:
+    meter = SimulatedDevice(library.load("dlt645/single-phase"))
+    spec, _ = sim.meters_tcp("dlt645", {"000000123456": meter}, MeterFaults(silent={"000000123456"}))
+    done = edge_agent("probe", "--url", f"dlt645+tcp://127.0.0.1:{spec.port}", "--address", "000000123456",
+                      "--profile", "dlt645/single-phase", "--timeout", "0.3")
+    assert done.returncode == 2
+    assert "no answer from meter 000000123456" in done.stderr and "wrong meter address" in done.stderr
+
+
+def test_scan_lists_the_meters_that_answer(sim: SimThread, library: ProfileLibrary, tmp_path: Path) -> None:
+    meters = {a: SimulatedDevice(library.load("dlt645/single-phase")) for a in ("000000000007", "000000000009")}
+    spec, _ = sim.meters_tcp("dlt645", meters)
+    candidates = tmp_path / "addresses.txt"
+    candidates.write_text("# meter numbers from the site survey\n000000000007\n000000000008\n000000000009\n")
+    done = edge_agent("scan", "--url", f"dlt645+tcp://127.0.0.1:{spec.port}", "--profile", "dlt645/single-phase",
+                      "--addresses", str(candidates), "--timeout", "0.3")
+    assert done.returncode == 0, done.stderr
+    assert '"000000000007"' in done.stdout and '"000000000009"' in done.stdout and "000000000008" not in done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_simulate_serves_a_meter_the_probe_reads(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "agent", "simulate", "--profile", "cjt188/heat-meter",
+                               "--listen", f"cjt188+tcp://127.0.0.1:{port}", "--address", "00000000004242",
+                               "--set", "heat_energy=5000.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and "simulating cjt188/heat-meter" in server.stdout.readline()
+        done = edge_agent("probe", "--url", f"cjt188+tcp://127.0.0.1:{port}", "--address", "00000000004242",
+                          "--profile", "cjt188/heat-meter", "--json")
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert done.returncode == 0, done.stderr
+    values = json.loads(done.stdout)
+    assert values["heat_energy"] == 5000.5 and all(v is not None for v in values.values())
+
+
+@pytest.mark.parametrize("ref", ["dlt645/three-phase", "cjt188/heat-meter"])
+def test_profiles_show_lists_data_identifiers(ref: str) -> None:
+    done = edge_agent("profiles", "show", ref)
+    assert done.returncode == 0 and " DI " in done.stdout
