@@ -29,6 +29,21 @@ def encode_point(spec: PointSpec, value: Value) -> bytes:
     return bcd.encode(number * factor, fmt, spec.signed) + bytes([code])
 
 
+def on_the_wire(points: Mapping[str, PointSpec], values: Mapping[str, Value]) -> dict[str, Value]:
+    """Values rounded as the BCD formats carry them, so what a simulator records as served is
+    exactly what a reader can decode (230.123 V is served as 230.1 in XXX.X)."""
+    rounded = dict(values)
+    for name, spec in points.items():
+        value = values.get(name)
+        if spec.di is None or not isinstance(value, int | float) or not spec.bcd:
+            continue
+        decimals = bcd.parse_format(spec.bcd).decimals
+        factor = SERVED_UNIT[spec.unit][1] if spec.unit_code else 1.0
+        steps = round((float(value) - spec.offset) / spec.scale * factor * 10**decimals)
+        rounded[name] = float(f"{steps / 10**decimals / factor * spec.scale + spec.offset:.12g}")
+    return rounded
+
+
 def answer_for(di: int, points: Iterable[PointSpec], values: Mapping[str, Value],
                blocks: Iterable[Block] = (), missing: frozenset[str] = frozenset()) -> bytes | int:
     """The value bytes a meter answers `di` with, or the error byte (02H: no requested data)."""

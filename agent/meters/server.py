@@ -12,6 +12,7 @@ blocks refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import termios
 import tty
@@ -23,7 +24,7 @@ from agent.errors import BusError
 from agent.meters import cjt188, dlt645
 from agent.meters.bcd import address_from_wire, address_to_wire
 from agent.meters.framing import next_frame
-from agent.meters.image import NO_DATA, answer_for
+from agent.meters.image import NO_DATA, answer_for, on_the_wire
 from agent.meters.plan import Block
 from agent.simulate import SimulatedDevice
 
@@ -154,6 +155,8 @@ class MeterHandle:
 async def serve_meters(listen: BusSpec, meters: Mapping[str, SimulatedDevice],
                        faults: MeterFaults | None = None) -> MeterHandle:
     """Serve `meters` (nameplate address -> simulated meter) on a dlt645/cjt188 (+tcp) spec."""
+    for meter in meters.values():  # record what the wire carries, not the unrounded value
+        meter.wire = functools.partial(on_the_wire, meter.profile.points)
     line = MeterLine(listen.protocol, meters, faults or MeterFaults())
     if listen.serial is not None:
         return MeterHandle(line, 0, _serve_pty(listen.host, line))

@@ -90,3 +90,12 @@ def test_the_simulator_refuses_what_the_meter_lacks() -> None:
     assert answer_for(0x04000401, THREE_PHASE.points.values(), {}) == NO_DATA
     assert answer_for(0x02010100, THREE_PHASE.points.values(), {"voltage_l1": 1.0},
                       missing=frozenset({"voltage_l1"})) == NO_DATA
+
+
+def test_what_the_simulator_records_is_what_the_wire_carries() -> None:
+    from agent.meters.image import on_the_wire
+
+    rounded = on_the_wire(HEAT.points, {"heat_power": 12345.678, "temperature_supply": 55.126, "volume_total": 1.0})
+    assert rounded == {"heat_power": 12350.0, "temperature_supply": 55.13, "volume_total": 1.0}  # kW with 2 decimals
+    rounded = on_the_wire(THREE_PHASE.points, {"voltage_l1": 230.123, "active_power": -8612.34567})
+    assert rounded == {"voltage_l1": 230.1, "active_power": -8612.3}
