@@ -14,6 +14,7 @@ from agent.config.canonical import CANONICAL_COUNTERS, canonical_unit
 from agent.config.models import NAME, PointModel, ProfileDefaults, ProfileModel, Timing
 from agent.config.validation import validate
 from agent.config.yaml_source import SourceDoc, load_yaml
+from agent.meters.bcd import parse_format
 from agent.meters.plan import UNIT_BASES
 from agent.errors import ConfigError, Problem
 from agent.types import DataType, DeviceTiming, PointKind, PointSpec
@@ -97,6 +98,7 @@ class ProfileLibrary:
             base = self._resolve(model.extends, (*chain, ref))
             model = _merge(base.model, model, doc)
         check_points(model, doc)
+        model = with_bcd_resolution(model)
         return Profile(ref, model, build_specs(model), path)
 
     def unknown_message(self, ref: str) -> str:
@@ -181,6 +183,18 @@ def _check_protocol(model: ProfileModel, doc: SourceDoc) -> list[Problem]:
     if model.meter_type is not None and model.protocol != "cjt188":
         problems.append(doc.problem(("meter_type",), "`meter_type` is a CJ/T 188 setting"))
     return problems
+
+
+def with_bcd_resolution(model: ProfileModel) -> ProfileModel:
+    """A DL/T 645 / CJ/T 188 point travels with the resolution its BCD format carries (XXX.X V:
+    0.1 V; XX.XXXX kW scaled to W: 0.1 W) unless the profile sets `resolution`."""
+    points = {}
+    for name, point in model.points.items():
+        if point.di is not None and point.format_ and point.resolution is None:
+            step = abs(point.scale) * 10.0 ** -parse_format(point.format_).decimals
+            point = point.model_copy(update={"resolution": float(f"{step:.12g}")})
+        points[name] = point
+    return model.model_copy(update={"points": points})
 
 
 def build_specs(model: ProfileModel) -> dict[str, PointSpec]:

@@ -99,3 +99,12 @@ def test_what_the_simulator_records_is_what_the_wire_carries() -> None:
     assert rounded == {"heat_power": 12350.0, "temperature_supply": 55.13, "volume_total": 1.0}  # kW with 2 decimals
     rounded = on_the_wire(THREE_PHASE.points, {"voltage_l1": 230.123, "active_power": -8612.34567})
     assert rounded == {"voltage_l1": 230.1, "active_power": -8612.3}
+
+
+def test_meter_points_travel_with_the_resolution_of_their_format() -> None:
+    from agent.batcher import point_info
+
+    model = THREE_PHASE.model.points
+    exps = {n: point_info(THREE_PHASE.points[n], model[n].resolution).exp
+            for n in ("voltage_l1", "current_l1", "active_power", "power_factor", "energy_import")}
+    assert exps == {"voltage_l1": 1, "current_l1": 3, "active_power": 1, "power_factor": 3, "energy_import": 2}
