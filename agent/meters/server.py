@@ -16,7 +16,7 @@ import functools
 import os
 import termios
 import tty
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from agent.drivers.urls import BusSpec
@@ -137,7 +137,7 @@ class MeterHandle:
 
     line: MeterLine
     port: int
-    _close: object = None
+    _close: asyncio.AbstractServer | Callable[[], None] | None = None
 
     @property
     def faults(self) -> MeterFaults:
@@ -179,7 +179,7 @@ async def serve_meters(listen: BusSpec, meters: Mapping[str, SimulatedDevice],
     return MeterHandle(line, server.sockets[0].getsockname()[1], server)
 
 
-def _serve_pty(path: str, line: MeterLine) -> object:
+def _serve_pty(path: str, line: MeterLine) -> Callable[[], None]:
     """Answer on a serial device from the running loop; returns the function that stops it."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
