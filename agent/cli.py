@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-20 or 1,2,11")
     p.add_argument("--profile", default=None, help="DL/T 645 / CJ/T 188 lines: the profile to read the meters with")
     p.add_argument("--addresses", default=None, help="DL/T 645 / CJ/T 188 lines: a file of meter addresses to try, "
-                                                     "one per line (default: read-address, one meter alone)")
+                                                     "one per line (default: DL/T 645 shortened-address search; CJ/T 188 read-address, one meter alone)")
     p.add_argument("--timeout", type=float, default=0.3, help="seconds per unit (default 0.3)")
     p.add_argument("--rate", type=float, default=10.0, help="unit ids tried per second at most (default 10)")
     p.add_argument("--bus-name", default="line1", help="bus name for the printed device blocks")
@@ -365,7 +365,7 @@ def _scan_meters(args: argparse.Namespace, spec: BusSpec) -> int:
     """A DL/T 645 / CJ/T 188 line: the meters that answer, from a list of addresses or read-address."""
     from pathlib import Path
 
-    from agent.meters.probe import find_meters, read_address
+    from agent.meters.probe import find_meters, read_address, search_wildcard
 
     library = ProfileLibrary()
     ref = args.profile or ("dlt645/three-phase" if spec.protocol == "dlt645" else "cjt188/water-meter")
@@ -374,6 +374,10 @@ def _scan_meters(args: argparse.Namespace, spec: BusSpec) -> int:
         candidates = [line.strip() for line in Path(args.addresses).read_text().splitlines()
                       if line.strip() and not line.startswith("#")]
         found = asyncio.run(find_meters(spec, profile, candidates, args.timeout))
+    elif spec.protocol == "dlt645":
+        print(f"searching {spec} by shortened addressing (100+ requests, {args.timeout:g} s each) ...",
+              file=sys.stderr, flush=True)
+        found = asyncio.run(search_wildcard(spec, profile, args.timeout))
     else:
         address = asyncio.run(read_address(spec, profile, args.timeout))
         found = [address] if address else []

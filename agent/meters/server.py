@@ -60,7 +60,8 @@ class MeterLine:
 
     def _answer(self, raw: bytes) -> bytes:
         replies = self._dlt645(raw) if self.protocol == "dlt645" else self._cjt188(raw)
-        return b"".join(self._faulted(address, frame) for address, frame in replies)
+        sent = [out for address, frame in replies if (out := self._faulted(address, frame))]
+        return sent[0] if len(sent) == 1 else _collide(sent)
 
     def _faulted(self, address: str, frame: bytes) -> bytes:
         if address in self.faults.silent:
@@ -125,6 +126,20 @@ class MeterLine:
         if _is_block(di) and not blocks:
             return NO_DATA
         return answer_for(di, meter.profile.points.values(), meter.values(), blocks, frozenset(meter.missing))
+
+
+def _collide(frames: list[bytes]) -> bytes:
+    """Several meters answering at once (a broadcast, a wildcard address): on RS-485 the drivers
+    fight and the receiver sees a mixture, never a clean frame. Emulated as the bytes AND-ed
+    (a driven 0 wins on the line), which breaks every checksum."""
+    if not frames:
+        return b""
+    mixed = bytearray(max(len(f) for f in frames))
+    for i in range(len(mixed)):
+        mixed[i] = 0xFF
+        for frame in frames:
+            mixed[i] &= frame[i] if i < len(frame) else 0xFF
+    return bytes(mixed)
 
 
 def _is_block(di: int) -> bool:

@@ -86,3 +86,25 @@ def test_simulate_serves_a_meter_the_probe_reads(tmp_path: Path) -> None:
 def test_profiles_show_lists_data_identifiers(ref: str) -> None:
     done = edge_agent("profiles", "show", ref)
     assert done.returncode == 0 and " DI " in done.stdout
+
+
+def test_scan_finds_meters_by_shortened_addressing(sim: SimThread, library: ProfileLibrary) -> None:
+    """Three meters, two of them ending in the same two digits (their answers collide and the
+    search narrows by one more byte); no address list given."""
+    addresses = ("000000001207", "000000003407", "220101000042")
+    meters = {a: SimulatedDevice(library.load("dlt645/single-phase")) for a in addresses}
+    spec, handle = sim.meters_tcp("dlt645", meters)
+    done = edge_agent("scan", "--url", f"dlt645+tcp://127.0.0.1:{spec.port}", "--profile", "dlt645/single-phase",
+                      "--timeout", "0.05", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert all(f'"{a}"' in done.stdout for a in addresses), done.stdout
+    assert handle.line.requests == 200  # 100 for the last byte, 100 more under the collision on 07
+
+
+def test_read_address_with_several_meters_is_a_collision_not_a_wrong_answer(sim: SimThread,
+                                                                           library: ProfileLibrary) -> None:
+    meters = {a: SimulatedDevice(library.load("dlt645/single-phase")) for a in ("000000000001", "000000000002")}
+    spec, _ = sim.meters_tcp("dlt645", meters)
+    done = edge_agent("probe", "--url", f"dlt645+tcp://127.0.0.1:{spec.port}", "--profile", "dlt645/single-phase",
+                      "--timeout", "0.3")
+    assert done.returncode == 2 and "give --address" in done.stderr
