@@ -5,7 +5,8 @@ difference: one exchange per poll handed to the shared Bus, readings with the sa
 rest of a poll skipped after the first timeout, offline after 3 failed polls with backoff. A
 meter's abnormal reply is its answer: "no requested data" (02H) makes the point `unavailable`, any
 other error byte `exception` with the byte as detail. A block DI refused with "no requested data"
-is read DI by DI in the same poll and never asked for again (learned, like a Modbus split).
+is read DI by DI in the same poll and never asked for again (learned, like a Modbus split); a
+single DI refused so is asked again only every 60 polls.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from agent.meters.messages import Answer, MeterTarget
 from agent.meters.plan import Block, Planned, decode_answer, plan_requests
 from agent.types import DeviceTiming, PointSpec, Quality, Reading
 
+RETRY_MISSING = 60  # polls between two requests for a DI the meter said it does not have
+_NOT_READ = Decoded(None, Quality.TIMEOUT)
+
 
 @dataclass
 class MeterReader:
@@ -43,6 +47,7 @@ class MeterReader:
 
     def __post_init__(self) -> None:
         self.refused: frozenset[int] = frozenset()  # block DIs the meter does not answer
+        self.missing: set[str] = set()  # points whose DI the meter answered "no requested data"
         self.plan: list[Planned] = []
         self._replan()
         self._health = HealthTracker(self.offline_after, self.backoff, self.clock)
@@ -63,11 +68,14 @@ class MeterReader:
         self.stats.polls += 1
         started = self.clock.monotonic()
         offline = self.health is Health.OFFLINE
-        decoded, stamps, error = await self._run(self.plan[:1] if offline else self.plan)
+        decoded, stamps, error = await self._run(self.plan[:1] if offline else self._due())
         transition = self._health.update(any(d.quality is not Quality.TIMEOUT for d in decoded.values()))
         if transition is Health.ONLINE and len(self.plan) > 1:
-            decoded, stamps, error = await self._run(self.plan)  # came back: a full poll now
+            decoded, stamps, error = await self._run(self._due())  # came back: a full poll now
         self.stats.last_latency = self.clock.monotonic() - started
+        if self.health is Health.ONLINE and any(d.quality is not Quality.TIMEOUT for d in decoded.values()):
+            for name in self.missing - set(decoded):  # not asked this poll: still missing
+                decoded[name] = Decoded(None, Quality.UNAVAILABLE, dlt645.NO_DATA)
         return PollResult(self._readings(decoded, stamps), transition=transition, error=error)
 
     async def _run(self, plan: list[Planned]) -> tuple[dict[str, Decoded], dict[str, int], str]:
@@ -93,7 +101,26 @@ class MeterReader:
             stamps.update(dict.fromkeys(planned.request.points, int(outcomes[-1].sent_at * 1000)))
         if refused and not outcomes[-1].ends_exchange:
             decoded.update(await self._split(refused, stamps))
+        else:  # the meter stopped answering: a refused block is not split now
+            for planned in refused:
+                decoded.update(_all(planned, _lost_quality(outcomes[-1])))
+        self._note_missing(plan, decoded)
         return derive(self.points.values(), decoded, self.constants), stamps, _first_error(outcomes)
+
+    def _due(self) -> list[Planned]:
+        """DIs the meter said it lacks are asked again only every RETRY_MISSING polls; in between
+        their points are reported unavailable without a request (a 2400-baud line has no time to waste)."""
+        if self.stats.polls % RETRY_MISSING == 0:
+            return self.plan
+        return [p for p in self.plan if not set(p.request.points) <= self.missing]
+
+    def _note_missing(self, plan: list[Planned], decoded: dict[str, Decoded]) -> None:
+        for planned in plan:
+            names = planned.request.points
+            if all(decoded.get(n, _NOT_READ).quality is Quality.UNAVAILABLE for n in names):
+                self.missing |= set(names)
+            elif any(n in decoded and decoded[n].quality is Quality.OK for n in names):
+                self.missing -= set(names)
 
     async def _split(self, refused: list[Planned], stamps: dict[str, int]) -> dict[str, Decoded]:
         """Blocks answered "no requested data": learn it, and read their points DI by DI now."""

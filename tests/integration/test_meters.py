@@ -165,10 +165,13 @@ def test_blocks_refused_are_learned_and_read_di_by_di(sim: SimThread) -> None:
 def test_a_point_the_meter_lacks_is_unavailable(sim: SimThread) -> None:
     meter = SimulatedDevice(LIBRARY.load("dlt645/single-phase"), moving=False, missing={"frequency"})
     spec, _ = sim.meters_tcp("dlt645", {ADDRESS: meter})
-    (result,) = poll(reader_for("dlt645/single-phase", spec, ADDRESS))
-    by_point = {r.point: r for r in result.readings}
-    assert by_point["frequency"].quality is Quality.UNAVAILABLE and by_point["frequency"].detail == 0x02
-    assert by_point["voltage_l1"].quality is Quality.OK
+    reader = reader_for("dlt645/single-phase", spec, ADDRESS)
+    first, second = poll(reader, times=2)
+    for result in (first, second):
+        by_point = {r.point: r for r in result.readings}
+        assert by_point["frequency"].quality is Quality.UNAVAILABLE and by_point["frequency"].detail == 0x02
+        assert by_point["voltage_l1"].quality is Quality.OK
+    assert reader.stats.requests == 7 + 6  # the missing DI is not asked again in the next poll
 
 
 # ------------------------------------------------------------------ the independent implementation
@@ -226,3 +229,24 @@ def test_probe_finds_the_address_with_read_address(sim: SimThread, tmp_path: Pat
     meter = SimulatedDevice(LIBRARY.load("dlt645/single-phase"), moving=False)
     spec, _ = sim.meters_tcp("dlt645", {ADDRESS: meter})
     assert asyncio.run(read_address(spec, LIBRARY.load("dlt645/single-phase"))) == ADDRESS
+
+
+def test_a_meter_lacking_a_point_still_goes_offline_when_unplugged(sim: SimThread) -> None:
+    """Points known to be missing are reported unavailable without a request, but only while the
+    meter answers: they must not make a silent meter look alive."""
+    meter = SimulatedDevice(LIBRARY.load("dlt645/single-phase"), moving=False, missing={"frequency"})
+    faults = MeterFaults()
+    spec, _ = sim.meters_tcp("dlt645", {ADDRESS: meter}, faults)
+    reader = reader_for("dlt645/single-phase", spec, ADDRESS)
+    reader.timing = reader.timing.__class__(timeout=0.2)
+
+    async def run() -> list[PollResult]:
+        results = [await reader.poll()]
+        faults.silent.add(ADDRESS)
+        results += [await reader.poll() for _ in range(3)]
+        await reader.bus.close()
+        return results
+    results = asyncio.run(run())
+    assert reader.missing == {"frequency"}
+    assert results[-1].transition is Health.OFFLINE
+    assert {r.quality for r in results[1].readings} == {Quality.TIMEOUT}
