@@ -183,14 +183,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_agent_reads_the_dlt645_package_meter_server() -> None:
-    from dlt645 import MeterServerService
+PACKAGE_VALUES = {"energy_import": 12345.67, "energy_export": 78.9, "voltage_l1": 231.4, "current_l1": -5.432,
+                  "active_power": -1234.5, "power_factor": 0.987, "frequency": 49.98}
 
-    port = free_port()
-    server = MeterServerService.new_tcp_server("127.0.0.1", port, 5.0)
-    server.set_address(bytes(address_to_wire(ADDRESS, 12)))  # the package takes the wire order
-    expected = {"energy_import": 12345.67, "energy_export": 78.9, "voltage_l1": 231.4, "current_l1": -5.432,
-                "active_power": -1234.5, "power_factor": 0.987, "frequency": 49.98}
+
+def package_meter(server):  # type: ignore[no-untyped-def]
+    """The package's meter holding PACKAGE_VALUES at ADDRESS (it takes the address in wire order)."""
+    server.set_address(bytes(address_to_wire(ADDRESS, 12)))
     server.set_00(0x00010000, 12345.67)
     server.set_00(0x00020000, 78.9)
     server.set_02(0x02010100, 231.4)
@@ -198,12 +197,34 @@ def test_the_agent_reads_the_dlt645_package_meter_server() -> None:
     server.set_02(0x02030000, -1.2345)  # kW
     server.set_02(0x02060000, 0.987)
     server.set_02(0x02800002, 49.98)
+    return server
+
+
+def test_the_agent_reads_the_dlt645_package_meter_server() -> None:
+    from dlt645 import MeterServerService
+
+    port = free_port()
+    server = package_meter(MeterServerService.new_tcp_server("127.0.0.1", port, 5.0))
     server.start()
     try:
         (result,) = poll(reader_for("dlt645/single-phase", BusSpec(Transport.DLT645_TCP, "127.0.0.1", port), ADDRESS))
     finally:
         server.stop()
-    assert values(result) == expected
+    assert values(result) == PACKAGE_VALUES
+
+
+def test_the_agent_reads_the_dlt645_package_meter_server_on_a_serial_line(socat_pair: tuple[str, str]) -> None:
+    from dlt645 import MeterServerService
+
+    device_end, agent_end = socat_pair
+    server = package_meter(MeterServerService.new_rtu_server(device_end, 8, 1, 2400, "E", 1.0))
+    assert server.start()
+    try:
+        spec = BusSpec(Transport.DLT645, agent_end, 0, SerialSettings(2400, "E", 1, 8))
+        results = poll(reader_for("dlt645/single-phase", spec, ADDRESS), times=2)
+    finally:
+        server.stop()
+    assert all(values(r) == PACKAGE_VALUES for r in results)
 
 
 def test_the_dlt645_package_client_reads_the_agent_simulator(sim: SimThread) -> None:
