@@ -108,3 +108,17 @@ def test_read_address_with_several_meters_is_a_collision_not_a_wrong_answer(sim:
     done = edge_agent("probe", "--url", f"dlt645+tcp://127.0.0.1:{spec.port}", "--profile", "dlt645/single-phase",
                       "--timeout", "0.3")
     assert done.returncode == 2 and "give --address" in done.stderr
+
+
+def test_validate_locates_a_wrong_meter_address(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text('gateway: {id: gw-1, site: s}\n'
+                      'buses:\n  - {name: elec, url: "dlt645:///dev/ttyUSB1"}\n'
+                      'devices:\n'
+                      '  - {id: incomer, bus: elec, address: "000000123456", profile: dlt645/three-phase}\n'
+                      '  - {id: hall, bus: elec, address: "12345678901", profile: chint/dtsu666-dlt645}\n')
+    done = edge_agent("validate", "-c", str(config))
+    assert done.returncode == 1
+    assert f"{config}:6: devices[1].address: a dlt645 address has 12 digits, this one 11" in done.stdout + done.stderr
+    config.write_text(config.read_text().replace('"12345678901"', '"000012345678"'))
+    assert edge_agent("validate", "-c", str(config)).returncode == 0
