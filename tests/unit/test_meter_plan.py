@@ -102,9 +102,9 @@ def test_what_the_simulator_records_is_what_the_wire_carries() -> None:
 
 
 def test_meter_points_travel_with_the_resolution_of_their_format() -> None:
-    from agent.batcher import point_info
-
+    """The wire schema takes a point's decimals from `resolution`; BCD points get their format's."""
     model = THREE_PHASE.model.points
-    exps = {n: point_info(THREE_PHASE.points[n], model[n].resolution).exp
-            for n in ("voltage_l1", "current_l1", "active_power", "power_factor", "energy_import")}
-    assert exps == {"voltage_l1": 1, "current_l1": 3, "active_power": 1, "power_factor": 3, "energy_import": 2}
+    resolutions = {n: model[n].resolution for n in ("voltage_l1", "current_l1", "active_power", "power_factor",
+                                                    "energy_import")}
+    assert resolutions == {"voltage_l1": 0.1, "current_l1": 0.001, "active_power": 0.1, "power_factor": 0.001,
+                           "energy_import": 0.01}
