@@ -162,6 +162,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     profile = ProfileLibrary().load(args.profile)
     unit = profile.defaults.unit_id if args.unit is None else args.unit
+    protocol = parse_bus_url(args.url).protocol
+    if protocol != profile.model.protocol:
+        print(f"error: {args.profile} is a {profile.model.protocol} profile and {args.url} a {protocol} bus",
+              file=sys.stderr)
+        return EXIT_INPUT
     report = asyncio.run(probe(args.url, unit, profile, args.timeout, args.address))
     if not report.answered:
         print(f"no answer from {report.who} at {report.spec} within {report.timeout:g} s "

@@ -122,3 +122,9 @@ def test_validate_locates_a_wrong_meter_address(tmp_path: Path) -> None:
     assert f"{config}:6: devices[1].address: a dlt645 address has 12 digits, this one 11" in done.stdout + done.stderr
     config.write_text(config.read_text().replace('"12345678901"', '"000012345678"'))
     assert edge_agent("validate", "-c", str(config)).returncode == 0
+
+
+def test_probe_refuses_a_profile_of_another_protocol() -> None:
+    done = edge_agent("probe", "--url", "dlt645+tcp://127.0.0.1:9", "--address", "000000123456",
+                      "--profile", "eastron/sdm630")
+    assert done.returncode == 1 and "eastron/sdm630 is a modbus profile" in done.stderr
