@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.config import ProfileLibrary, load_config
 from agent.config.profiles import Profile
-from agent.drivers.urls import parse_bus_url
+from agent.drivers.urls import BusSpec, parse_bus_url
 from agent.errors import AgentError, ConfigError
 from agent.probe import ProbeReport, all_orders, probe
 from agent.types import Quality
@@ -65,8 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("probe", help="read every point of a profile once from one device")
-    p.add_argument("--url", required=True, help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port")
+    p.add_argument("--url", required=True, help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port, "
+                                                 "dlt645:///dev/ttyUSB1, dlt645+tcp://host:port, cjt188:// ...")
     p.add_argument("--unit", type=int, default=None, help="Modbus unit id (default: the profile's)")
+    p.add_argument("--address", default=None, help="DL/T 645 / CJ/T 188 meter address as on the nameplate "
+                                                   "(default: ask the one meter on the line with read-address)")
     p.add_argument("--profile", required=True, help="vendor/model")
     p.add_argument("--timeout", type=float, default=None, help="seconds (default: the profile's)")
     p.add_argument("--json", action="store_true", help="print one JSON object: point -> value (null if unavailable)")
@@ -83,8 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve a profile's registers with plausible, moving values")
     p.add_argument("--profile", required=True, help="vendor/model")
-    p.add_argument("--listen", default="tcp://127.0.0.1:5020", help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY")
+    p.add_argument("--listen", default=None, help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY; "
+                                                  "dlt645+tcp://, dlt645:///dev/PTY, cjt188+tcp://, cjt188:///dev/PTY "
+                                                  "for meter profiles (default: 127.0.0.1:5020 in the profile's protocol)")
     p.add_argument("--unit", type=int, default=None, help="unit id to answer (default: the profile's)")
+    p.add_argument("--address", action="append", default=[], help="DL/T 645 / CJ/T 188 meter address to answer "
+                                                                   "(nameplate order; repeat for several meters)")
     p.add_argument("--set", action="append", default=[], type=_assignment, metavar="POINT=VALUE",
                    help="pin a point to a value")
     p.add_argument("--missing", action="append", default=[], metavar="POINT",
@@ -111,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan", help="find the devices on a bus and the profile that fits each (opt-in, slow)")
     p.add_argument("--url", required=True, help="bus URL, as in agent.yaml")
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-20 or 1,2,11")
+    p.add_argument("--profile", default=None, help="DL/T 645 / CJ/T 188 lines: the profile to read the meters with")
+    p.add_argument("--addresses", default=None, help="DL/T 645 / CJ/T 188 lines: a file of meter addresses to try, "
+                                                     "one per line (default: DL/T 645 shortened-address search; CJ/T 188 read-address, one meter alone)")
     p.add_argument("--timeout", type=float, default=0.3, help="seconds per unit (default 0.3)")
     p.add_argument("--rate", type=float, default=10.0, help="unit ids tried per second at most (default 10)")
     p.add_argument("--bus-name", default="line1", help="bus name for the printed device blocks")
@@ -152,9 +162,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     profile = ProfileLibrary().load(args.profile)
     unit = profile.defaults.unit_id if args.unit is None else args.unit
-    report = asyncio.run(probe(args.url, unit, profile, args.timeout))
+    protocol = parse_bus_url(args.url).protocol
+    if protocol != profile.model.protocol:
+        print(f"error: {args.profile} is a {profile.model.protocol} profile and {args.url} a {protocol} bus",
+              file=sys.stderr)
+        return EXIT_INPUT
+    report = asyncio.run(probe(args.url, unit, profile, args.timeout, args.address))
     if not report.answered:
-        print(f"no answer from unit {report.unit} at {report.spec} within {report.timeout:g} s "
+        print(f"no answer from {report.who} at {report.spec} within {report.timeout:g} s "
               f"({report.requests} request(s) tried; {report.error or 'timeout'}).\nUsual causes:\n"
               f"{report.hint(profile)}", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -166,19 +181,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def format_probe(report: ProbeReport, profile: Profile, show_orders: bool) -> str:
-    rows = [("point", "value", "unit", "quality", "raw registers")]
+    meter = profile.model.protocol != "modbus"
+    rows = [("point", "value", "unit", "quality", "raw bytes" if meter else "raw registers")]
     for r in report.readings:
         spec = profile.points[r.point]
         quality = r.quality.name.lower() + (f"({r.detail})" if r.quality is Quality.EXCEPTION else "")
         value = "" if r.value is None else str(r.value)
-        raw = " ".join(f"{w:04X}" for w in r.raw)
-        if show_orders and (orders := all_orders(r, spec.type)):
+        raw = " ".join(f"{w:02X}" if meter else f"{w:04X}" for w in r.raw)
+        if show_orders and not meter and (orders := all_orders(r, spec.type)):
             raw += "   " + "  ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in orders.items())
         rows.append((r.point, value, spec.unit, quality, raw))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows]
     ok = sum(r.quality is Quality.OK for r in report.readings)
-    lines.append(f"{ok}/{len(report.readings)} points ok, {report.requests} request(s), unit {report.unit} at {report.spec}")
+    lines.append(f"{ok}/{len(report.readings)} points ok, {report.requests} request(s), {report.who} at {report.spec}")
     return "\n".join(lines)
 
 
@@ -205,6 +221,11 @@ def cmd_profiles_show(args: argparse.Namespace) -> int:
     for note in model.notes:
         print(f"  note: {note}")
     for name, spec in profile.points.items():
+        if spec.di is not None:  # DL/T 645 / CJ/T 188: by data identifier
+            extra = f" x{spec.scale:g}" if spec.scale != 1 else ""
+            print(f"  {name:24} DI {spec.di:08X} @{spec.at:<3} {spec.bcd:12} {'signed ' if spec.signed else ''}"
+                  f"{'+unit code ' if spec.unit_code else ''}{extra} {spec.unit} {spec.kind.value}")
+            continue
         doc = model.points[name].doc
         extra = f" x{spec.scale:g}" if spec.scale != 1 else ""
         extra += f" x({'*'.join(spec.multiply_by)})" if spec.multiply_by else ""
@@ -220,12 +241,46 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     profile = ProfileLibrary().load(args.profile)
     overrides = dict(args.set)
     unit = profile.defaults.unit_id if args.unit is None else args.unit
-    listen = parse_bus_url(args.listen, profile.defaults.serial.settings())
+    protocol = profile.model.protocol
+    default = "tcp://127.0.0.1:5020" if protocol == "modbus" else f"{protocol}+tcp://127.0.0.1:5020"
+    listen = parse_bus_url(args.listen or default, profile.defaults.serial.settings())
+    if protocol != "modbus" or listen.protocol != "modbus":
+        return _simulate_meters(args, profile, listen, overrides)
 
     async def run() -> None:
         handle = await serve(listen, {unit: SimulatedDevice(profile, overrides, missing=set(args.missing))})
         where = f"{listen.transport.value}://{listen.host}:{handle.port}" if handle.port else str(listen)
         print(f"simulating {args.profile} as unit {unit} on {where} (Ctrl-C stops)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await handle.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def _simulate_meters(args: argparse.Namespace, profile: Profile, listen: BusSpec,
+                     overrides: dict[str, float | str]) -> int:
+    from agent.meters.server import serve_meters
+    from agent.simulate import SimulatedDevice
+
+    protocol = profile.model.protocol
+    if listen.protocol != protocol:
+        print(f"error: {args.profile} is a {protocol} profile; listen on a {protocol} URL", file=sys.stderr)
+        return EXIT_INPUT
+    addresses = args.address or ["0" * (11 if protocol == "dlt645" else 13) + "1"]
+    digits = 12 if protocol == "dlt645" else 14
+    if bad := [a for a in addresses if len(a) != digits or not a.isdigit()]:
+        print(f"error: a {protocol} address has {digits} digits: {', '.join(bad)}", file=sys.stderr)
+        return EXIT_INPUT
+
+    async def run() -> None:
+        meters = {a: SimulatedDevice(profile, dict(overrides), missing=set(args.missing)) for a in addresses}
+        handle = await serve_meters(listen, meters)
+        where = f"{listen.transport.value}://{listen.host}:{handle.port}" if handle.port else str(listen)
+        print(f"simulating {args.profile} as meter(s) {', '.join(addresses)} on {where} (Ctrl-C stops)", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -294,8 +349,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from agent.scan import device_block, scan
 
-    units = _units(args.units)
     spec = parse_bus_url(args.url)
+    if spec.protocol != "modbus":
+        return _scan_meters(args, spec)
+    units = _units(args.units)
     print(f"scanning {spec}, {len(units)} unit id(s), at most {args.rate:g}/s, {args.timeout:g} s each ...",
           file=sys.stderr, flush=True)
     found = asyncio.run(scan(spec, units, ProfileLibrary(), args.timeout, args.rate))
@@ -306,6 +363,32 @@ def cmd_scan(args: argparse.Namespace) -> int:
     print("devices:")
     for item in found:
         print(device_block(item, args.bus_name))
+    return 0 if found else EXIT_NO_ANSWER
+
+
+def _scan_meters(args: argparse.Namespace, spec: BusSpec) -> int:
+    """A DL/T 645 / CJ/T 188 line: the meters that answer, from a list of addresses or read-address."""
+    from pathlib import Path
+
+    from agent.meters.probe import find_meters, read_address, search_wildcard
+
+    library = ProfileLibrary()
+    ref = args.profile or ("dlt645/three-phase" if spec.protocol == "dlt645" else "cjt188/water-meter")
+    profile = library.load(ref)
+    if args.addresses:
+        candidates = [line.strip() for line in Path(args.addresses).read_text().splitlines()
+                      if line.strip() and not line.startswith("#")]
+        found = asyncio.run(find_meters(spec, profile, candidates, args.timeout))
+    elif spec.protocol == "dlt645":
+        print(f"searching {spec} by shortened addressing (100+ requests, {args.timeout:g} s each) ...",
+              file=sys.stderr, flush=True)
+        found = asyncio.run(search_wildcard(spec, profile, args.timeout))
+    else:
+        address = asyncio.run(read_address(spec, profile, args.timeout))
+        found = [address] if address else []
+    print("devices:")
+    for address in found:
+        print(f"  - {{id: meter-{address[-6:]}, bus: {args.bus_name}, address: \"{address}\", profile: {ref}}}")
     return 0 if found else EXIT_NO_ANSWER
 
 

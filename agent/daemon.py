@@ -46,7 +46,8 @@ from agent.clock import JumpDetector, synchronized
 from agent.codec import WireSchema
 from agent.config import LoadedConfig, load_config
 from agent.drivers.bus import Bus
-from agent.drivers.device import DeviceReader, Health
+from agent.drivers.device import Health
+from agent.drivers.readers import Reader, build_reader
 from agent.drivers.urls import parse_bus_url
 from agent.errors import ConfigError
 from agent.publisher import BrokerSettings, Publisher
@@ -69,7 +70,7 @@ STALLED = "agent stalled: not started on time"
 class DeviceState:
     """One scheduled reader: a device, or the group of its points that has its own interval."""
 
-    reader: DeviceReader
+    reader: Reader
     interval: float
     ticks: TickTracker = field(init=False)
     overruns: int = 0  # runs the scheduler skipped because the previous one was still running
@@ -258,8 +259,8 @@ class Agent:
             device = setup.config
             groups = split_by_interval(setup.profile.points, device.interval, dict(device.intervals))
             for interval, points in groups.items():
-                reader = DeviceReader(device.id, device.unit, points, setup.timing, buses[device.bus],
-                                      dict(device.constants), discovery=setup.profile.model.discovery)
+                reader = build_reader(device.id, setup.profile, buses[device.bus], setup.timing, unit=device.unit,
+                                      address=device.address, points=points, constants=device.constants)
                 key = device.id if interval == device.interval else f"{device.id}@{interval:g}s"
                 pipeline.devices[key] = DeviceState(reader, interval)
         return pipeline

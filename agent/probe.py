@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from agent.config.profiles import Profile
 from agent.drivers.bus import Bus
-from agent.drivers.device import DeviceReader
+from agent.drivers.readers import build_reader
 from agent.drivers.registers import decode_words
 from agent.drivers.urls import BusSpec, Transport, parse_bus_url
 from agent.types import DataType, Order, Quality, Reading
@@ -25,6 +25,11 @@ class ProbeReport:
     readings: list[Reading]
     requests: int
     error: str = ""
+    address: str = ""  # DL/T 645 / CJ/T 188: the meter read (given, or found with read-address)
+
+    @property
+    def who(self) -> str:
+        return f"meter {self.address or '(address unknown)'}" if self.spec.protocol != "modbus" else f"unit {self.unit}"
 
     @property
     def answered(self) -> bool:
@@ -33,7 +38,14 @@ class ProbeReport:
     def hint(self, profile: Profile) -> str:
         """Why a device usually stays silent, for this kind of link."""
         serial = profile.defaults.serial
-        if self.spec.transport is Transport.TCP:
+        if self.spec.protocol != "modbus":
+            causes = [f"wrong meter address (tried {self.address or 'read-address to the broadcast address'}; "
+                      "write it as on the nameplate; without --address the meter must be alone on the line)",
+                      f"wrong baud rate or parity (tried {self.spec.serial or 'the converter settings'}; "
+                      f"profile default {serial.baudrate} {serial.bytesize}{serial.parity}{serial.stopbits})",
+                      "the meter's port is set to another protocol (Modbus instead of DL/T 645)",
+                      "RS-485 A and B swapped, or no common ground"]
+        elif self.spec.transport is Transport.TCP:
             causes = ["host or port wrong, or a firewall in between",
                       "Modbus TCP disabled on the device (Huawei: enable it with the installer account)",
                       f"wrong unit id (tried {self.unit}; profile default {profile.defaults.unit_id}; "
@@ -48,21 +60,30 @@ class ProbeReport:
         return "\n".join(f"  - {c}" for c in causes)
 
 
-async def probe(url: str, unit: int, profile: Profile, timeout: float | None = None) -> ProbeReport:
-    """Poll the device once with the profile's timing (optionally another timeout)."""
+async def probe(url: str, unit: int, profile: Profile, timeout: float | None = None,
+                address: str | None = None) -> ProbeReport:
+    """Poll the device once with the profile's timing (optionally another timeout). A DL/T 645 or
+    CJ/T 188 meter without `address` is first asked for it with the read-address broadcast."""
     spec = parse_bus_url(url, profile.defaults.serial.settings())
     timing = profile.timing()
     if timeout is not None:
         timing = replace(timing, timeout=timeout)
     bus = Bus("probe", spec)
-    reader = DeviceReader("probe", unit, profile.points, timing, bus, offline_after=1_000_000,
-                          discovery=profile.model.discovery)
     try:
+        if profile.model.protocol != "modbus" and address is None:
+            from agent.meters.probe import read_address
+
+            address = await read_address(spec, profile, timing.timeout, bus)
+            if address is None:
+                return ProbeReport(url, spec, unit, timing.timeout, [], 1,
+                                   "no single meter answered read-address: give --address")
+        reader = build_reader("probe", profile, bus, timing, unit=unit, address=address, offline_after=1_000_000)
         result = await reader.poll()
     finally:
         await bus.close()
-    error = result.error or (reader.sunspec.describe() if reader.sunspec else "")
-    return ProbeReport(url, spec, unit, timing.timeout, result.readings, reader.stats.requests, error)
+    sunspec = getattr(reader, "sunspec", None)
+    error = result.error or (sunspec.describe() if sunspec else "")
+    return ProbeReport(url, spec, unit, timing.timeout, result.readings, reader.stats.requests, error, address or "")
 
 
 def all_orders(reading: Reading, data_type: DataType) -> dict[str, float | int | str]:

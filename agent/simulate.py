@@ -85,6 +85,8 @@ class SimulatedDevice:
     history: int = 0  # keep the last N served value sets with their wall time (verification)
     sunspec: SunSpecLayout = field(default_factory=SunSpecLayout)  # used by `discovery: sunspec` profiles
     clock: Callable[[], float] = time.time
+    # values as the wire carries them, recorded in `served` (BCD meters round to their format's decimals)
+    wire: Callable[[dict[str, Value]], dict[str, Value]] | None = None
 
     def __post_init__(self) -> None:
         self._t0 = self.clock()
@@ -101,6 +103,8 @@ class SimulatedDevice:
                 whole = math.floor(values[spec.name])  # type: ignore[arg-type]
                 for ref in spec.plus:  # integer register + fraction register (TUF-2000 totalizers)
                     values[ref] = values[spec.name] - whole  # type: ignore[operator]
+        if self.wire is not None:
+            values = self.wire(values)
         self.served = values
         if self.history:
             self.served_log.append((time.time(), values))

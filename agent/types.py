@@ -145,6 +145,12 @@ class PointSpec:
     models: tuple[int, ...] = ()  # SunSpec: the address is an offset into the first of these models found
     values: tuple[tuple[int, str], ...] = ()  # enum codes, as pairs to stay hashable
     hidden: bool = False
+    # DL/T 645 and CJ/T 188 points: data identifier, byte offset in its answer, BCD format
+    di: int | None = None
+    at: int = 0
+    bcd: str = ""  # data format such as XXXXXX.XX
+    signed: bool = False  # sign in the top bit of the highest byte
+    unit_code: bool = False  # CJ/T 188: a unit code byte follows the value
 
     @property
     def end(self) -> int:

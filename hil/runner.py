@@ -21,6 +21,7 @@ from agent.config import load_config
 from agent.config.profiles import ProfileLibrary
 from agent.drivers.pymodbus_adapter import Faults
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
+from agent.meters.server import MeterFaults
 from agent.simulate import SimulatedDevice
 from hil.broker import Broker
 from hil.line import PacedLine
@@ -57,35 +58,52 @@ class Collected:
 
 
 class Park:
-    """Simulators on paced RS-485 lines and on TCP, a broker, a black-hole proxy in front of it."""
+    """Simulators on paced RS-485 lines and on TCP, a broker, a black-hole proxy in front of it.
+    A line carries one protocol: Modbus RTU (8N1) or DL/T 645 / CJ/T 188 meters (8E1, 11 bits a byte)."""
 
     def __init__(self, scenario: Scenario, workdir: Path) -> None:
         library = ProfileLibrary()
         self.sims = SimThread()
         self.lines: dict[str, PacedLine] = {}
-        self.faults: dict[str, Faults] = {}  # per line name, and "tcp"
+        self.faults: dict[str, Faults | MeterFaults] = {}  # per line name, and "tcp"
         self.devices: dict[str, SimulatedDevice] = {}
-        self.units: dict[str, tuple[str, int]] = {}  # device id -> (bus name, unit)
+        self.units: dict[str, tuple[str, int | str]] = {}  # device id -> (bus name, unit or meter address)
         groups: dict[str, list] = {}
         for device in scenario.devices:
             groups.setdefault(device.line or "tcp", []).append(device)
             self.devices[device.id] = SimulatedDevice(library.load(device.profile), history=HISTORY)
-            self.units[device.id] = (device.line or "tcp", device.unit)
+            self.units[device.id] = (device.line or "tcp", device.unit if device.unit is not None else device.address)
         self.bus_urls: dict[str, str] = {}
         for bus, members in groups.items():
-            faults = self.faults[bus] = Faults()
-            served = {d.unit: self.devices[d.id] for d in members}
+            protocols = {self.devices[d.id].profile.model.protocol for d in members}
+            if len(protocols) > 1:
+                raise ValueError(f"line {bus} mixes protocols {sorted(protocols)}: one protocol per line")
+            protocol = protocols.pop()
             if bus == "tcp":
-                spec, _ = self.sims.tcp(served, faults)
+                faults = self.faults[bus] = Faults()
+                spec, _ = self.sims.tcp({d.unit: self.devices[d.id] for d in members}, faults)
                 self.bus_urls[bus] = f"tcp://127.0.0.1:{spec.port}"
-            else:
+            elif protocol == "modbus":
+                faults = self.faults[bus] = Faults()
                 line = self.lines[bus] = PacedLine(members[0].baudrate)
                 serial = SerialSettings(members[0].baudrate, "N", 1, 8)
-                self.sims.serve(BusSpec(Transport.RTU, line.device_port, 0, serial), served, faults)
+                self.sims.serve(BusSpec(Transport.RTU, line.device_port, 0, serial),
+                                {d.unit: self.devices[d.id] for d in members}, faults)
                 self.bus_urls[bus] = f"rtu://{line.agent_port}?baudrate={members[0].baudrate}"
+            else:
+                self._meter_line(bus, protocol, members)
         (workdir / "broker").mkdir(exist_ok=True)
         self.broker = Broker(workdir / "broker").start()
         self.proxy = BlackHoleProxy(self.broker.port)
+
+    def _meter_line(self, bus: str, protocol: str, members: list) -> None:
+        baud = members[0].baudrate
+        meter_faults = self.faults[bus] = MeterFaults()
+        line = self.lines[bus] = PacedLine(baud, bits_per_byte=11)  # 8E1
+        serial = SerialSettings(baud, "E", 1, 8)
+        self.sims.meters(BusSpec(Transport(protocol), line.device_port, 0, serial),
+                         {d.address: self.devices[d.id] for d in members}, meter_faults)
+        self.bus_urls[bus] = f"{protocol}://{line.agent_port}?baudrate={baud}&parity=E"
 
     def close(self) -> None:
         self.proxy.close()
@@ -99,8 +117,9 @@ def write_config(scenario: Scenario, park: Park, workdir: Path) -> Path:
     lines = ["gateway: {id: gw-hil, site: hil-park}", "buses:"]
     lines += [f'  - {{name: {bus}, url: "{url}"}}' for bus, url in park.bus_urls.items()]
     lines.append("devices:")
-    lines += [f"  - {{id: {d.id}, bus: {d.line or 'tcp'}, unit: {d.unit}, profile: {d.profile}, "
-              f"interval: {scenario.interval}}}" for d in scenario.devices]
+    lines += [f"  - {{id: {d.id}, bus: {d.line or 'tcp'}, "
+              f"{f'unit: {d.unit}' if d.unit is not None else f'address: {chr(34)}{d.address}{chr(34)}'}, "
+              f"profile: {d.profile}, interval: {scenario.interval}}}" for d in scenario.devices]
     lines.append(f'mqtt: {{url: "mqtt://127.0.0.1:{park.proxy.port}", topic_prefix: park, '
                  f"batch_interval: {scenario.batch_interval}, ack_timeout: 3s, keepalive: 5s, reconnect_max: 4s}}")
     lines.append(f'buffer: {{path: "{workdir / "buffer"}", max_bytes: {scenario.buffer_max_bytes}, '
@@ -237,9 +256,20 @@ def _toggle(fault: Fault, park: Park, on: bool) -> None:
         assert fault.device is not None
         bus, unit = park.units[fault.device]
         faults = park.faults[bus]
-        if fault.kind == "device_silent":
+        if isinstance(faults, MeterFaults):
+            _toggle_meter(fault, faults, str(unit), on)
+        elif fault.kind == "device_silent":
             (faults.silent.add if on else faults.silent.discard)(unit)
         elif fault.kind == "corrupt_frames":
             (faults.corrupt.add if on else faults.corrupt.discard)(unit)
         elif fault.kind == "device_exception":
             park.devices[fault.device].fail_with = fault.code if on else None
+
+
+def _toggle_meter(fault: Fault, faults: MeterFaults, address: str, on: bool) -> None:
+    if fault.kind == "device_silent":
+        (faults.silent.add if on else faults.silent.discard)(address)
+    elif fault.kind == "corrupt_frames":
+        (faults.corrupt.add if on else faults.corrupt.discard)(address)
+    else:
+        raise ValueError(f"{fault.kind} is not simulated for DL/T 645 / CJ/T 188 meters")

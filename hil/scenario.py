@@ -23,9 +23,18 @@ class Strict(BaseModel):
 class SimDevice(Strict):
     id: str
     profile: str
-    unit: int = Field(ge=1, le=247)
+    unit: int | None = Field(None, ge=1, le=247)  # Modbus devices
+    address: str | None = Field(None, pattern=r"^[0-9]{12}([0-9]{2})?$")  # DL/T 645 / CJ/T 188 meters, nameplate order
     line: str | None = None  # an RS-485 line name (paced PTYs); None: Modbus TCP
     baudrate: int = 9600
+
+    @model_validator(mode="after")
+    def _addressed(self) -> SimDevice:
+        if (self.unit is None) == (self.address is None):
+            raise ValueError("a device has `unit` (Modbus) or `address` (DL/T 645, CJ/T 188 meters)")
+        if self.address is not None and self.line is None:
+            raise ValueError("a meter with `address` sits on a `line`")
+        return self
 
 
 class Fault(Strict):

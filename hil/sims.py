@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from agent.drivers.pymodbus_adapter import Faults, ServerHandle
 from agent.drivers.urls import BusSpec, Transport
+from agent.meters.server import MeterFaults, MeterHandle, serve_meters
 from agent.simulate import SimulatedDevice, serve
 
 
@@ -19,7 +20,7 @@ class SimThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="sim", daemon=True)
         self._thread.start()
-        self.handles: list[ServerHandle] = []
+        self.handles: list[ServerHandle | MeterHandle] = []
 
     def serve(self, listen: BusSpec, devices: Mapping[int, SimulatedDevice], faults: Faults | None = None) -> ServerHandle:
         handle = asyncio.run_coroutine_threadsafe(serve(listen, devices, faults), self.loop).result(10)
@@ -31,6 +32,20 @@ class SimThread:
         """Serve on a free loopback port; returns the client-side spec."""
         transport = Transport.RTU_OVER_TCP if rtu_framing else Transport.TCP
         handle = self.serve(BusSpec(transport, "127.0.0.1", 0), devices, faults)
+        return BusSpec(transport, "127.0.0.1", handle.port), handle
+
+    def meters(self, listen: BusSpec, meters: Mapping[str, SimulatedDevice],
+               faults: MeterFaults | None = None) -> MeterHandle:
+        """DL/T 645 or CJ/T 188 meters (nameplate address -> meter) on a TCP port or a serial line."""
+        handle = asyncio.run_coroutine_threadsafe(serve_meters(listen, meters, faults), self.loop).result(10)
+        self.handles.append(handle)
+        return handle
+
+    def meters_tcp(self, protocol: str, meters: Mapping[str, SimulatedDevice],
+                   faults: MeterFaults | None = None) -> tuple[BusSpec, MeterHandle]:
+        """Meters on a free loopback port (a serial-to-Ethernet converter); returns the client-side spec."""
+        transport = Transport(f"{protocol}+tcp")
+        handle = self.meters(BusSpec(transport, "127.0.0.1", 0), meters, faults)
         return BusSpec(transport, "127.0.0.1", handle.port), handle
 
     def stop(self) -> None:

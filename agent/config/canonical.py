@@ -27,10 +27,14 @@ CANONICAL_UNITS: dict[str, str] = {
     "volume_total": "m³",
     "volume_reverse": "m³",
     "flow_rate": "m³/h",
+    # heat meters (CJ/T 188 type 20H): in the units of electrical energy and power, so a platform can
+    # add energy across carriers; meters that report GJ or MWh are converted by their unit code
+    "heat_energy": "kWh",
+    "heat_power": "W",
 }
 
 CANONICAL_COUNTERS = frozenset({"energy_import", "energy_export", "energy_yield_total",
-                                "volume_total", "volume_reverse"})
+                                "volume_total", "volume_reverse", "heat_energy"})
 
 _PV_STRING = re.compile(r"^pv(\d{1,2})_(voltage|current)$")
 

@@ -71,6 +71,7 @@ def load_config(path: str | Path, library: ProfileLibrary | None = None) -> Load
             problems += _relocate(exc.problems, doc, ("devices", index, "profile"), ref)
             continue
         problems += _check_constants(device, profiles[index], doc, index)
+    problems += _check_addressing(buses, devices, profiles, doc)
     if problems or config is None:
         raise ConfigError(problems)
     setups = [DeviceSetup(d, profiles[i], profiles[i].timing(d)) for i, d in enumerate(config.devices)]
@@ -104,11 +105,66 @@ def _check_references(buses: list[tuple[int, dict[str, Any]]], devices: list[tup
         if bus not in bus_names:
             known = ", ".join(sorted(str(n) for n in bus_names)) or "none defined"
             problems.append(doc.problem(("devices", i, "bus"), f"no bus named {bus!r} (buses: {known})"))
-        elif (bus, unit) in addresses:
+        elif unit is not None and (bus, unit) in addresses:
             problems.append(doc.problem(("devices", i, "unit"),
                                         f"unit {unit} on bus {bus!r} is already another device"))
-        addresses.add((bus, unit))
+        elif device.get("address") is not None and (bus, device.get("address")) in addresses:
+            problems.append(doc.problem(("devices", i, "address"),
+                                        f"address {device.get('address')} on bus {bus!r} is already another device"))
+        addresses.add((bus, unit if unit is not None else device.get("address")))
     return problems
+
+
+ADDRESS_DIGITS = {"dlt645": 12, "cjt188": 14}
+
+
+def _check_addressing(buses: list[tuple[int, dict[str, Any]]], devices: list[tuple[int, dict[str, Any]]],
+                      profiles: dict[int, Profile], doc: SourceDoc) -> list[Problem]:
+    """A Modbus device has a `unit`, a DL/T 645 or CJ/T 188 meter an `address` of 12 or 14 digits,
+    and the profile speaks the bus's protocol."""
+    protocols = {bus.get("name"): _protocol(bus.get("url")) for _, bus in buses}
+    problems = []
+    for i, device in devices:
+        protocol = protocols.get(device.get("bus"))
+        if protocol is None:
+            continue  # unknown bus or bad URL: reported elsewhere
+        problems += _check_device_addressing(device, protocol, doc, i)
+        profile = profiles.get(i)
+        if profile is not None and profile.model.protocol != protocol:
+            problems.append(doc.problem(("devices", i, "profile"),
+                                        f"{profile.ref} is a {profile.model.protocol} profile, but bus "
+                                        f"{device.get('bus')!r} is a {protocol} bus"))
+    return problems
+
+
+def _check_device_addressing(device: dict[str, Any], protocol: str, doc: SourceDoc, i: int) -> list[Problem]:
+    unit, address = device.get("unit"), device.get("address")
+    if protocol == "modbus":
+        if address is not None:
+            return [doc.problem(("devices", i, "address"), "`address` is for DL/T 645 and CJ/T 188 meters; "
+                                                           "a Modbus device has `unit`")]
+        return [] if unit is not None else [doc.problem(("devices", i, "unit"), "required key is missing")]
+    if unit is not None:
+        return [doc.problem(("devices", i, "unit"), f"a {protocol} meter is addressed by `address` "
+                                                    f"({ADDRESS_DIGITS[protocol]} digits), not `unit`")]
+    if address is None:
+        return [doc.problem(("devices", i, "address"), "required key is missing: the meter address, "
+                                                       f"{ADDRESS_DIGITS[protocol]} digits as on the nameplate")]
+    digits = ADDRESS_DIGITS[protocol]
+    if isinstance(address, str) and address.isdigit() and len(address) != digits:
+        return [doc.problem(("devices", i, "address"), f"a {protocol} address has {digits} digits, "
+                                                       f"this one {len(address)}: write it as on the nameplate, "
+                                                       "with its leading zeros")]
+    return []
+
+
+def _protocol(url: object) -> str | None:
+    from agent.drivers.urls import parse_bus_url
+
+    try:
+        return parse_bus_url(str(url)).protocol if isinstance(url, str) else None
+    except ValueError:
+        return None
 
 
 def _check_constants(device: dict[str, Any], profile: Profile, doc: SourceDoc, index: int) -> list[Problem]:

@@ -14,7 +14,8 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from agent.config.units import parse_duration, parse_size
-from agent.drivers.urls import SerialSettings, parse_bus_url
+from agent.drivers.urls import PROTOCOLS, SerialSettings, parse_bus_url
+from agent.meters.bcd import parse_format
 from agent.types import DataType, Order, PointKind, RegisterKind
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
@@ -84,6 +85,12 @@ class PointModel(Strict):
     description: str = ""
     example: float | int | str | None = None  # a typical engineering value (the simulator serves it)
     resolution: float | None = Field(None, gt=0)  # wire resolution, e.g. 0.01 (default: by unit; docs/payload.md)
+    # DL/T 645 and CJ/T 188 (docs/dlt645.md, docs/cjt188.md): read by data identifier, BCD values
+    di: int | None = Field(None, ge=0, le=0xFFFFFFFF)  # data identifier, e.g. 0x00010000
+    format_: str | None = Field(None, alias="format")  # BCD data format, e.g. XXXXXX.XX
+    signed: bool = False  # sign in the top bit of the highest byte
+    at: int = Field(0, ge=0, le=255)  # byte offset of the value in the DI's answer (CJ/T 188 901F)
+    unit_code: bool = False  # CJ/T 188: a unit code byte follows the value and is converted to `unit`
 
     @property
     def words(self) -> int:
@@ -92,8 +99,11 @@ class PointModel(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> PointModel:
-        if self.address is None and self.constant is None:
-            raise ValueError("a point needs `address` (or `constant` for a value set on site)")
+        if self.address is None and self.di is None and self.constant is None:
+            raise ValueError("a point needs `address` (Modbus), `di` (DL/T 645, CJ/T 188) "
+                             "or `constant` (a value set on site)")
+        if self.di is not None:
+            self._coherent_meter_point()
         if self.type is DataType.STRING and not self.length:
             raise ValueError("a string point needs `length` (in registers)")
         if self.type is not DataType.STRING and self.length:
@@ -104,6 +114,30 @@ class PointModel(Strict):
             raise ValueError("coil and discrete points are single bits: leave `type` out")
         if self.address is not None and self.address + self.words > 65536:
             raise ValueError("the point runs past register 65535")
+        return self
+
+    def _coherent_meter_point(self) -> None:
+        if self.address is not None:
+            raise ValueError("a point has `address` (Modbus) or `di` (DL/T 645, CJ/T 188), not both")
+        if not self.format_:
+            raise ValueError("a `di` point needs `format`, the BCD data format such as XXXXXX.XX")
+        parse_format(self.format_)
+
+
+class BlockModel(Strict):
+    """A DL/T 645 block DI the meter answers (one byte FF) and the DI of its first element."""
+
+    di: int = Field(ge=0, le=0xFFFFFFFF)
+    first: int = Field(ge=0, le=0xFFFFFFFF)
+
+    @model_validator(mode="after")
+    def _one_wildcard(self) -> BlockModel:
+        wild = [s for s in (0, 8, 16, 24) if (self.di >> s) & 0xFF == 0xFF]
+        if len(wild) != 1:
+            raise ValueError(f"block DI {self.di:08X} must have exactly one FF byte")
+        mask = ~(0xFF << wild[0]) & 0xFFFFFFFF
+        if self.first & mask != self.di & mask:
+            raise ValueError(f"first element {self.first:08X} is not in block {self.di:08X}")
         return self
 
 
@@ -121,6 +155,10 @@ class ProfileModel(Strict):
     defaults: ProfileDefaults = ProfileDefaults()
     points: dict[str, PointModel] = Field(default_factory=dict)
     discovery: str | None = Field(None, pattern="^sunspec$")  # sunspec: walk the model chain at first contact
+    protocol: str = Field("modbus", pattern=f"^({'|'.join(PROTOCOLS)})$")  # what the device speaks
+    blocks: list[BlockModel] = Field(default_factory=list)  # DL/T 645 block DIs the meter supports
+    meter_type: int | None = Field(None, ge=0, le=255)  # CJ/T 188 T byte: 0x10 water, 0x20 heat, 0x30 gas
+    di_order: str = Field("msb_first", pattern="^(msb_first|lsb_first)$")  # CJ/T 188: 90 1F or 1F 90 on the wire
 
 
 # --------------------------------------------------------------------------- agent config
@@ -142,10 +180,19 @@ class BusModel(Strict):
         return url
 
 
+def _quoted_address(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("write the meter address in quotes, as on the nameplate (\"000000123456\"): "
+                         "unquoted, YAML reads a number and drops the leading zeros")
+    return value
+
+
 class DeviceModel(Timing):
     id: str = Field(pattern=DEVICE_ID.pattern)
     bus: str
-    unit: int = Field(ge=0, le=255)
+    unit: int | None = Field(None, ge=0, le=255)  # Modbus unit id (required on a Modbus bus)
+    # DL/T 645 (12 digits) or CJ/T 188 (14 digits) address, as on the nameplate; the loader checks the count
+    address: Annotated[str | None, BeforeValidator(_quoted_address)] = Field(None, pattern=r"^[0-9]+$")
     profile: str = Field(pattern=r"^[a-z0-9_.-]+/[a-z0-9_.-]+$")
     interval: PositiveSeconds = 10.0
     enabled: bool = True

@@ -14,6 +14,8 @@ from agent.config.canonical import CANONICAL_COUNTERS, canonical_unit
 from agent.config.models import NAME, PointModel, ProfileDefaults, ProfileModel, Timing
 from agent.config.validation import validate
 from agent.config.yaml_source import SourceDoc, load_yaml
+from agent.meters.bcd import parse_format
+from agent.meters.plan import UNIT_BASES
 from agent.errors import ConfigError, Problem
 from agent.types import DataType, DeviceTiming, PointKind, PointSpec
 
@@ -96,6 +98,7 @@ class ProfileLibrary:
             base = self._resolve(model.extends, (*chain, ref))
             model = _merge(base.model, model, doc)
         check_points(model, doc)
+        model = with_bcd_resolution(model)
         return Profile(ref, model, build_specs(model), path)
 
     def unknown_message(self, ref: str) -> str:
@@ -104,6 +107,9 @@ class ProfileLibrary:
         close = difflib.get_close_matches(ref, self.available(), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         return f"unknown profile {ref!r}{hint} (see `edge-agent profiles list`)"
+
+
+INHERITED = ("protocol", "blocks", "meter_type", "di_order")  # a variant keeps these unless it sets them
 
 
 def _merge(base: ProfileModel, child: ProfileModel, doc: SourceDoc) -> ProfileModel:
@@ -117,7 +123,9 @@ def _merge(base: ProfileModel, child: ProfileModel, doc: SourceDoc) -> ProfileMo
     own_defaults = child.defaults.model_dump(exclude_unset=True, by_alias=True)
     defaults = ProfileDefaults.model_validate({**base_defaults, **own_defaults})
     notes = [*base.notes, *child.notes]
-    return child.model_copy(update={"points": points, "defaults": defaults, "notes": notes, "remove": []})
+    inherited = {key: getattr(base, key) for key in INHERITED if key not in child.model_fields_set}
+    return child.model_copy(update={"points": points, "defaults": defaults, "notes": notes, "remove": [],
+                                    **inherited})
 
 
 def check_points(model: ProfileModel, doc: SourceDoc) -> None:
@@ -142,8 +150,51 @@ def check_points(model: ProfileModel, doc: SourceDoc) -> None:
             problems.append(doc.problem((*path, "model"), "model-relative points need `discovery: sunspec`"))
         if point.type in (DataType.STRING, DataType.ENUM) and (point.multiply_by or point.scale_factor or point.plus):
             problems.append(doc.problem(path, "string and enum points cannot be scaled"))
+        problems += _check_protocol_point(model, doc, name, point)
+    problems += _check_protocol(model, doc)
     if problems:
         raise ConfigError(problems)
+
+
+def _check_protocol_point(model: ProfileModel, doc: SourceDoc, name: str, point: PointModel) -> list[Problem]:
+    """Modbus points are addressed by register, DL/T 645 and CJ/T 188 points by data identifier."""
+    path = ("points", name)
+    if point.constant is not None and point.address is None and point.di is None:
+        return []
+    if model.protocol == "modbus" and point.di is not None:
+        return [doc.problem((*path, "di"), "`di` is for DL/T 645 and CJ/T 188 profiles: set `protocol`")]
+    if model.protocol != "modbus" and point.di is None:
+        return [doc.problem(path, f"a {model.protocol} point is read by `di` (data identifier), not `address`")]
+    if point.unit_code and point.unit not in UNIT_BASES:
+        return [doc.problem((*path, "unit"), f"a point with a unit code is converted into one of "
+                                             f"{sorted(UNIT_BASES)}, not {point.unit!r}")]
+    if model.protocol == "cjt188" and point.di is not None and point.di > 0xFFFF:
+        return [doc.problem((*path, "di"), "a CJ/T 188 data identifier is 2 bytes (e.g. 0x901F)")]
+    return []
+
+
+def _check_protocol(model: ProfileModel, doc: SourceDoc) -> list[Problem]:
+    problems = []
+    if model.blocks and model.protocol != "dlt645":
+        problems.append(doc.problem(("blocks",), "block DIs are a DL/T 645 feature"))
+    if model.protocol == "cjt188" and model.meter_type is None:
+        problems.append(doc.problem(("protocol",), "a cjt188 profile needs `meter_type` (0x10 water, 0x20 heat, "
+                                                   "0x30 gas)"))
+    if model.meter_type is not None and model.protocol != "cjt188":
+        problems.append(doc.problem(("meter_type",), "`meter_type` is a CJ/T 188 setting"))
+    return problems
+
+
+def with_bcd_resolution(model: ProfileModel) -> ProfileModel:
+    """A DL/T 645 / CJ/T 188 point travels with the resolution its BCD format carries (XXX.X V:
+    0.1 V; XX.XXXX kW scaled to W: 0.1 W) unless the profile sets `resolution`."""
+    points = {}
+    for name, point in model.points.items():
+        if point.di is not None and point.format_ and point.resolution is None:
+            step = abs(point.scale) * 10.0 ** -parse_format(point.format_).decimals
+            point = point.model_copy(update={"resolution": float(f"{step:.12g}")})
+        points[name] = point
+    return model.model_copy(update={"points": points})
 
 
 def build_specs(model: ProfileModel) -> dict[str, PointSpec]:
@@ -170,4 +221,9 @@ def to_spec(name: str, point: PointModel, defaults: ProfileDefaults) -> PointSpe
         scale_factor=point.scale_factor,
         values=tuple(sorted((point.values or {}).items())),
         hidden=point.hidden,
+        di=point.di,
+        at=point.at,
+        bcd=point.format_ or "",
+        signed=point.signed,
+        unit_code=point.unit_code,
     )

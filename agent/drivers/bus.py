@@ -22,9 +22,19 @@ from dataclasses import dataclass
 from agent.drivers.pymodbus_adapter import ModbusTransport
 from agent.drivers.urls import BusSpec
 from agent.errors import BusError, DeviceError, DeviceException
+from agent.meters.link import MeterLink
+from agent.meters.messages import Answer, MeterRequest, MeterTarget
 from agent.types import DeviceTiming, ReadRequest
 
-TransportFactory = Callable[[BusSpec], ModbusTransport]
+Transport = ModbusTransport | MeterLink
+TransportFactory = Callable[[BusSpec], Transport]
+Target = int | MeterTarget  # a Modbus unit id, or a DL/T 645 / CJ/T 188 meter
+Request = ReadRequest | MeterRequest
+
+
+def open_transport(spec: BusSpec) -> Transport:
+    """The transport for the bus's protocol: pymodbus for Modbus, MeterLink for DL/T 645 and CJ/T 188."""
+    return ModbusTransport(spec) if spec.protocol == "modbus" else MeterLink(spec)
 
 
 class BusState(enum.Enum):
@@ -53,6 +63,7 @@ class Outcome:
     sent_at: float
     words: list[int] | None = None
     error: BusError | DeviceError | None = None
+    reply: Answer | None = None  # DL/T 645 and CJ/T 188: the meter's answer (a value or its error byte)
 
     @property
     def ends_exchange(self) -> bool:
@@ -72,7 +83,7 @@ class Bus:
     """Serialized access to one transport; safe to share between the devices on it."""
 
     def __init__(self, name: str, spec: BusSpec, backoff: Backoff = Backoff(),
-                 transport_factory: TransportFactory = ModbusTransport) -> None:
+                 transport_factory: TransportFactory = open_transport) -> None:
         self.name = name
         self.spec = spec
         self.backoff = backoff
@@ -81,7 +92,7 @@ class Bus:
         self.connects = 0
         self.last_error = ""
         self._factory = transport_factory
-        self._transport: ModbusTransport | None = None
+        self._transport: Transport | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bus-{name}")
         self._failures = 0
         self._retry_at = 0.0
@@ -91,7 +102,7 @@ class Bus:
     def __repr__(self) -> str:
         return f"<Bus {self.name} {self.spec} {self.state.value} transactions={self.transactions}>"
 
-    async def exchange(self, unit: int, requests: Sequence[ReadRequest], timing: DeviceTiming) -> list[Outcome]:
+    async def exchange(self, unit: Target, requests: Sequence[Request], timing: DeviceTiming) -> list[Outcome]:
         """Send `requests` to `unit` back to back in one hand-off to the bus thread.
 
         Returns one Outcome per request sent; it stops after the first outcome that `ends_exchange`
@@ -121,7 +132,7 @@ class Bus:
 
     # ---------------------------------------------------------------- on the bus thread only
 
-    def _exchange(self, unit: int, requests: tuple[ReadRequest, ...], timing: DeviceTiming) -> list[Outcome]:
+    def _exchange(self, unit: Target, requests: tuple[Request, ...], timing: DeviceTiming) -> list[Outcome]:
         outcomes = []
         for request in requests:
             outcome = self._request(unit, request, timing)
@@ -130,7 +141,7 @@ class Bus:
                 break
         return outcomes
 
-    def _request(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> Outcome:
+    def _request(self, unit: Target, request: Request, timing: DeviceTiming) -> Outcome:
         try:
             transport = self._connected(timing)
         except BusError as exc:
@@ -138,6 +149,10 @@ class Bus:
         self._wait_quiet()
         sent_at = time.time()
         try:
+            if isinstance(transport, MeterLink):
+                assert isinstance(unit, MeterTarget) and isinstance(request, MeterRequest)
+                return Outcome(sent_at, reply=transport.transact(unit, request, timing.timeout))
+            assert isinstance(unit, int) and isinstance(request, ReadRequest)
             words = transport.read(request.kind, unit, request.start, request.count, timing.timeout)
             return Outcome(sent_at, words=words)
         except BusError as exc:
@@ -149,7 +164,7 @@ class Bus:
             self.transactions += 1
             self._quiet_until = time.monotonic() + max(timing.pause_between_requests, self._frame_gap())
 
-    def _connected(self, timing: DeviceTiming) -> ModbusTransport:
+    def _connected(self, timing: DeviceTiming) -> Transport:
         if self.state is BusState.CLOSED:
             raise BusError(f"bus {self.name} is closed")
         if self._transport is not None and self._transport.connected:

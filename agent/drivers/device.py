@@ -10,7 +10,6 @@ Isolation rules (peer-lessons "Acquisition"):
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 from agent.drivers.bus import Backoff, Bus, Outcome
 from agent.drivers.decode import BlockDecoder, Decoded, decode_point, derive, words_of
+from agent.drivers.health import Health, HealthTracker
 from agent.drivers.plan import Learned, learn_from_split, plan_reads
 from agent.drivers.sunspec import NotSunSpec, SunSpecMap, discover, place
 from agent.errors import (
@@ -31,11 +31,6 @@ from agent.errors import (
 from agent.types import DeviceTiming, PointSpec, Quality, Reading, ReadRequest
 
 ISOLATED_RETRY_POLLS = 60  # a point that only fails is tried again alone every N polls
-
-
-class Health(enum.Enum):
-    ONLINE = "online"
-    OFFLINE = "offline"
 
 
 @dataclass
@@ -85,24 +80,24 @@ class DeviceReader:
         self.plan: list[ReadRequest] = []
         self._decoders: dict[ReadRequest, BlockDecoder] = {}
         self._replan()
-        self.health = Health.ONLINE
+        self._health = HealthTracker(self.offline_after, self.backoff, self.clock)
         self.stats = DeviceStats()
-        self._failed_polls = 0
-        self._offline_probes = 0
-        self._next_probe = 0.0
         self._unreadable: set[str] = set()  # isolated points that failed even when read alone
+
+    @property
+    def health(self) -> Health:
+        return self._health.state
 
     def _read_points(self) -> list[PointSpec]:
         return [p for p in self.points.values() if p.name not in self.constants and p.constant is None]
 
     async def poll(self) -> PollResult:
         """Read every point once (or re-probe, or skip while backing off)."""
-        now = self.clock.monotonic()
-        if self.health is Health.OFFLINE and now < self._next_probe:
+        if not self._health.due():
             self.stats.skipped += 1
             return PollResult([], skipped=True)
         self.stats.polls += 1
-        started = now
+        started = self.clock.monotonic()
         failure = await self._discover()
         if failure is not None:
             transition = self._update_health(failure[0])
@@ -226,25 +221,7 @@ class DeviceReader:
                           for request in self.plan}
 
     def _update_health(self, decoded: Mapping[str, Decoded]) -> Health | None:
-        answered = any(d.quality is not Quality.TIMEOUT for d in decoded.values())
-        if answered:
-            self._failed_polls = 0
-            self._offline_probes = 0
-            if self.health is Health.OFFLINE:
-                self.health = Health.ONLINE
-                return Health.ONLINE
-            return None
-        self._failed_polls += 1
-        if self.health is Health.OFFLINE:
-            self._offline_probes += 1
-            self._next_probe = self.clock.monotonic() + self.backoff.delay(self._offline_probes)
-            return None
-        if self._failed_polls >= self.offline_after:
-            self.health = Health.OFFLINE
-            self._offline_probes = 1
-            self._next_probe = self.clock.monotonic() + self.backoff.delay(1)
-            return Health.OFFLINE
-        return None
+        return self._health.update(any(d.quality is not Quality.TIMEOUT for d in decoded.values()))
 
     def _readings(self, decoded: Mapping[str, Decoded], stamps: Mapping[str, int]) -> list[Reading]:
         fallback = int(self.clock.time() * 1000)

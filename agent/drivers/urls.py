@@ -3,6 +3,10 @@
     tcp://host[:502]                                   Modbus TCP (MBAP framing)
     rtu+tcp://host:port                                RTU frames through a serial-to-Ethernet converter
     rtu:///dev/ttyUSB0?baudrate=9600&parity=N&stopbits=1&bytesize=8
+    dlt645:///dev/ttyUSB1?baudrate=2400&parity=E       DL/T 645-2007 meters on RS-485 (default 2400 8E1)
+    dlt645+tcp://host:port                             the same through a serial-to-Ethernet converter
+    cjt188:///dev/ttyUSB2?baudrate=2400&parity=E       CJ/T 188 water/heat/gas meters (default 2400 8E1)
+    cjt188+tcp://host:port
 
 Pure: parsing only, no I/O. Errors are ValueError with a sentence a person can act on.
 """
@@ -18,10 +22,24 @@ class Transport(enum.StrEnum):
     TCP = "tcp"
     RTU = "rtu"
     RTU_OVER_TCP = "rtu+tcp"
+    DLT645 = "dlt645"
+    DLT645_TCP = "dlt645+tcp"
+    CJT188 = "cjt188"
+    CJT188_TCP = "cjt188+tcp"
+
+    @property
+    def protocol(self) -> str:
+        """modbus, dlt645 or cjt188: what the frames on this bus are."""
+        return self.value.split("+")[0] if self.value.startswith(("dlt645", "cjt188")) else "modbus"
+
+    @property
+    def is_local_serial(self) -> bool:
+        return self in (Transport.RTU, Transport.DLT645, Transport.CJT188)
 
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 SERIAL_KEYS = {"baudrate", "parity", "stopbits", "bytesize"}
+PROTOCOLS = ("modbus", "dlt645", "cjt188")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +59,9 @@ class SerialSettings:
         return f"{self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
 
 
+METER_LINE = SerialSettings(2400, "E", 1, 8)  # DL/T 645 and CJ/T 188 lines: 2400 bps 8E1 unless told
+
+
 @dataclass(frozen=True, slots=True)
 class BusSpec:
     """Where a bus is and how to talk to it."""
@@ -51,13 +72,17 @@ class BusSpec:
     serial: SerialSettings | None = None
 
     @property
+    def protocol(self) -> str:
+        return self.transport.protocol
+
+    @property
     def is_serial_line(self) -> bool:
         """RTU framing, whether on a local port or through a converter: timing is the line's."""
         return self.transport is not Transport.TCP
 
     def __str__(self) -> str:
-        if self.transport is Transport.RTU:
-            return f"rtu://{self.host} ({self.serial})"
+        if self.transport.is_local_serial:
+            return f"{self.transport.value}://{self.host} ({self.serial})"
         return f"{self.transport.value}://{self.host}:{self.port}"
 
 
@@ -66,12 +91,14 @@ def parse_bus_url(url: str, serial_defaults: SerialSettings | None = None) -> Bu
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     if scheme not in {t.value for t in Transport}:
-        raise ValueError(f"unknown scheme {parts.scheme!r} in {url!r}: use tcp://, rtu:// or rtu+tcp://")
+        raise ValueError(f"unknown scheme {parts.scheme!r} in {url!r}: use tcp://, rtu://, rtu+tcp://, "
+                         "dlt645://, dlt645+tcp://, cjt188:// or cjt188+tcp://")
     transport = Transport(scheme)
-    if transport is Transport.RTU:
-        return _parse_rtu(url, parts.netloc, parts.path, parts.query, serial_defaults or SerialSettings())
+    if transport.is_local_serial:
+        defaults = serial_defaults or (SerialSettings() if transport is Transport.RTU else METER_LINE)
+        return _parse_rtu(url, parts.netloc, parts.path, parts.query, defaults, transport)
     if parts.query:
-        raise ValueError(f"{url!r}: query parameters are only for rtu:// URLs")
+        raise ValueError(f"{url!r}: query parameters are only for serial URLs (rtu://, dlt645://, cjt188://)")
     if not parts.hostname:
         raise ValueError(f"{url!r}: no host; write {scheme}://HOST:PORT")
     try:
@@ -81,9 +108,11 @@ def parse_bus_url(url: str, serial_defaults: SerialSettings | None = None) -> Bu
     return BusSpec(transport, parts.hostname, port)
 
 
-def _parse_rtu(url: str, netloc: str, path: str, query: str, defaults: SerialSettings) -> BusSpec:
+def _parse_rtu(url: str, netloc: str, path: str, query: str, defaults: SerialSettings,
+               transport: Transport = Transport.RTU) -> BusSpec:
     if netloc:
-        raise ValueError(f"{url!r}: an rtu URL has three slashes and a device path, like rtu:///dev/ttyUSB0")
+        raise ValueError(f"{url!r}: a serial URL has three slashes and a device path, "
+                         f"like {transport.value}:///dev/ttyUSB0")
     if not path:
         raise ValueError(f"{url!r}: no serial device path")
     params = dict(parse_qsl(query, keep_blank_values=True))
@@ -105,4 +134,4 @@ def _parse_rtu(url: str, netloc: str, path: str, query: str, defaults: SerialSet
         raise ValueError(f"{url!r}: stopbits must be 1 or 2")
     if bytesize not in (7, 8):
         raise ValueError(f"{url!r}: bytesize must be 7 or 8")
-    return BusSpec(Transport.RTU, path, 0, SerialSettings(baudrate, parity, stopbits, bytesize))
+    return BusSpec(transport, path, 0, SerialSettings(baudrate, parity, stopbits, bytesize))
