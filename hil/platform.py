@@ -23,6 +23,7 @@ class Platform:
         self.arrivals: list[tuple[float, bytes]] = []
         self.status: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
         self.schema: str | None = None
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
@@ -45,6 +46,8 @@ class Platform:
                 self.status.append(json.loads(message.payload))
             elif leaf == "events":
                 self.events.append(json.loads(message.payload))
+            elif leaf == "metrics":
+                self.metrics.append(json.loads(message.payload))
             elif leaf == "schema":
                 self.schema = message.payload.decode()
 

@@ -24,6 +24,7 @@ from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from agent.meters.server import MeterFaults
 from agent.simulate import SimulatedDevice
 from hil.broker import Broker
+from hil.card import Card
 from hil.line import PacedLine
 from hil.platform import Platform
 from hil.proxy import BlackHoleProxy
@@ -69,17 +70,17 @@ class Park:
         self.devices: dict[str, SimulatedDevice] = {}
         self.units: dict[str, tuple[str, int | str]] = {}  # device id -> (bus name, unit or meter address)
         groups: dict[str, list] = {}
-        for device in scenario.devices:
-            groups.setdefault(device.line or "tcp", []).append(device)
+        for device in scenario.park:
+            groups.setdefault(device.bus, []).append(device)
             self.devices[device.id] = SimulatedDevice(library.load(device.profile), history=HISTORY)
-            self.units[device.id] = (device.line or "tcp", device.unit if device.unit is not None else device.address)
+            self.units[device.id] = (device.bus, device.unit if device.unit is not None else device.address)
         self.bus_urls: dict[str, str] = {}
         for bus, members in groups.items():
             protocols = {self.devices[d.id].profile.model.protocol for d in members}
             if len(protocols) > 1:
                 raise ValueError(f"line {bus} mixes protocols {sorted(protocols)}: one protocol per line")
             protocol = protocols.pop()
-            if bus == "tcp":
+            if members[0].line is None:
                 faults = self.faults[bus] = Faults()
                 spec, _ = self.sims.tcp({d.unit: self.devices[d.id] for d in members}, faults)
                 self.bus_urls[bus] = f"tcp://127.0.0.1:{spec.port}"
@@ -93,6 +94,7 @@ class Park:
             else:
                 self._meter_line(bus, protocol, members)
         (workdir / "broker").mkdir(exist_ok=True)
+        self.card = Card(workdir / "card.img", workdir / "buffer") if scenario.buffer_on_card else None
         self.broker = Broker(workdir / "broker").start()
         self.proxy = BlackHoleProxy(self.broker.port)
 
@@ -108,6 +110,8 @@ class Park:
     def close(self) -> None:
         self.proxy.close()
         self.broker.stop()
+        if self.card is not None:
+            self.card.close()
         self.sims.stop()
         for line in self.lines.values():
             line.close()
@@ -117,9 +121,9 @@ def write_config(scenario: Scenario, park: Park, workdir: Path) -> Path:
     lines = ["gateway: {id: gw-hil, site: hil-park}", "buses:"]
     lines += [f'  - {{name: {bus}, url: "{url}"}}' for bus, url in park.bus_urls.items()]
     lines.append("devices:")
-    lines += [f"  - {{id: {d.id}, bus: {d.line or 'tcp'}, "
+    lines += [f"  - {{id: {d.id}, bus: {d.bus}, "
               f"{f'unit: {d.unit}' if d.unit is not None else f'address: {chr(34)}{d.address}{chr(34)}'}, "
-              f"profile: {d.profile}, interval: {scenario.interval}}}" for d in scenario.devices]
+              f"profile: {d.profile}, interval: {scenario.interval}}}" for d in scenario.park]
     lines.append(f'mqtt: {{url: "mqtt://127.0.0.1:{park.proxy.port}", topic_prefix: park, '
                  f"batch_interval: {scenario.batch_interval}, ack_timeout: 3s, keepalive: 5s, reconnect_max: 4s}}")
     lines.append(f'buffer: {{path: "{workdir / "buffer"}", max_bytes: {scenario.buffer_max_bytes}, '
@@ -252,6 +256,9 @@ def _toggle(fault: Fault, park: Park, on: bool) -> None:
         park.broker.stop() if on else park.broker.start()
     elif fault.kind == "black_hole":
         park.proxy.set_black_hole(on)
+    elif fault.kind == "buffer_readonly":
+        assert park.card is not None
+        park.card.fail() if on else park.card.repair()
     else:
         assert fault.device is not None
         bus, unit = park.units[fault.device]

@@ -14,6 +14,7 @@ from agent.config.yaml_source import load_yaml
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+PER_SERVER = 20  # expanded TCP devices per simulated Modbus TCP server
 
 
 class Strict(BaseModel):
@@ -27,6 +28,22 @@ class SimDevice(Strict):
     address: str | None = Field(None, pattern=r"^[0-9]{12}([0-9]{2})?$")  # DL/T 645 / CJ/T 188 meters, nameplate order
     line: str | None = None  # an RS-485 line name (paced PTYs); None: Modbus TCP
     baudrate: int = 9600
+    count: int = Field(1, ge=1, le=1000)  # this many alike: ids <id>-001.., TCP devices 20 to a server
+    endpoint: str = "tcp"  # for Modbus TCP devices: which simulated server (bus) they share
+
+    @property
+    def bus(self) -> str:
+        return self.line or self.endpoint
+
+    def expanded(self) -> list[SimDevice]:
+        """The devices this entry stands for (itself when count is 1)."""
+        if self.count == 1:
+            return [self]
+        if self.line is not None or self.unit is None:
+            raise ValueError("`count` is for Modbus TCP devices")
+        return [self.model_copy(update={"id": f"{self.id}-{i + 1:03d}", "count": 1, "unit": self.unit + i % PER_SERVER,
+                                        "endpoint": f"{self.endpoint}{i // PER_SERVER + 1}"})
+                for i in range(self.count)]
 
     @model_validator(mode="after")
     def _addressed(self) -> SimDevice:
@@ -42,7 +59,8 @@ class Fault(Strict):
 
     at: Seconds
     for_: Seconds = Field(0.0, alias="for")
-    kind: str = Field(pattern="^(broker_down|black_hole|device_silent|device_exception|corrupt_frames|agent_kill|agent_term)$")
+    kind: str = Field(pattern="^(broker_down|black_hole|device_silent|device_exception|corrupt_frames|agent_kill|"
+                              "agent_term|buffer_readonly)$")
     device: str | None = None
     code: int = 4  # for device_exception
 
@@ -63,6 +81,16 @@ class Scenario(Strict):
     buffer_max_bytes: str = "64MiB"  # small values make an outage overflow the buffer (counted drops)
     devices: list[SimDevice]
     faults: list[Fault] = Field(default_factory=list)
+
+    @property
+    def park(self) -> list[SimDevice]:
+        """Every simulated device, `count` expanded."""
+        return [one for entry in self.devices for one in entry.expanded()]
+
+    @property
+    def buffer_on_card(self) -> bool:
+        """The buffer lives on an ext4 image (loop device) that faults can drive read-only (needs root)."""
+        return any(f.kind == "buffer_readonly" for f in self.faults)
 
     def length(self, quick: bool) -> float:
         return self.quick_duration if quick and self.quick_duration else self.duration

@@ -62,7 +62,7 @@ def verify(run: Collected) -> Verdict:
     first_tick, last_tick = int(run.start // interval) + 2, int(run.end // interval) - 1
     counts: Counter[str] = Counter()
     unaccounted: list[str] = []
-    for device in (d.id for d in scenario.devices):
+    for device in (d.id for d in scenario.park):
         for tick in range(first_tick, last_tick + 1):
             t = tick * interval
             got = by_device[device].get(tick)
@@ -85,7 +85,7 @@ def verify(run: Collected) -> Verdict:
     explained_by_drops = min(len(unaccounted), unspanned // max(1, _points(run)))
     counts["counted as dropped"] = explained_by_drops
     missing = len(unaccounted) - explained_by_drops
-    scheduled = len(scenario.devices) * (last_tick - first_tick + 1)
+    scheduled = len(scenario.park) * (last_tick - first_tick + 1)
     verdict.checks.append(Check("every scheduled poll accounted for", missing == 0,
                                 f"{scheduled} scheduled; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
                                 + (f"; UNACCOUNTED {missing}: {', '.join(unaccounted[:8])}; "
@@ -100,13 +100,45 @@ def verify(run: Collected) -> Verdict:
                                 f"{restarts} restart(s), {len(gaps)} batch(es) with gap_ms {gaps[:4]}"))
     seqs = [(h.epoch, h.seq) for _, h, _ in batches]
     duplicates = sum(n - 1 for n in Counter(seqs).values())
+    twice, conflicting = _delivered_twice(batches, interval), _conflicting_keys(batches)
+    verdict.checks.append(Check("every poll delivered once (under one dedup key)", not twice,
+                                f"{len(twice)} polls in two batches: {twice[:4]}" if twice else "no poll in two batches"))
+    verdict.checks.append(Check("no dedup key carries two contents", not conflicting,
+                                f"{len(conflicting)} keys differ: {conflicting[:4]}" if conflicting
+                                else f"{len(set(seqs))} keys, {duplicates} repeated deliveries, all identical"))
     verdict.figures.update({"scheduled polls": scheduled, "readings delivered": len(readings),
                             "batches": len(set(seqs)), "duplicate batches": duplicates,
                             "readings dropped (reported)": dropped, "unaccounted polls": missing,
                             "values compared": compared, "value mismatches": len(mismatches)})
+    if any(w.kind == "buffer_readonly" for w in run.windows):
+        kinds = Counter(e.get("event") for e in run.platform.events)
+        verdict.checks.append(Check("the card failure was reported", kinds["buffer_unavailable"] > 0,
+                                    f"buffer_unavailable {kinds['buffer_unavailable']}, "
+                                    f"buffer_restored {kinds['buffer_restored']}"))
+    lags = [m.get("loop_lag_max_ms", 0) for m in run.platform.metrics]
+    verdict.figures["max event-loop lag ms"] = max(lags, default=0)
     verdict.figures.update(_latency(batches))
     verdict.timeline = _timeline(run, batches)
     return verdict
+
+
+def _delivered_twice(batches: list, interval: float) -> list[str]:
+    """(device, tick)s whose readings arrived under more than one (epoch, seq): a platform that
+    deduplicates by key would store them twice."""
+    keys: dict[tuple[str, int], set[tuple[int, int]]] = defaultdict(set)
+    for _, header, rs in batches:
+        for r in rs:
+            keys[(r.device, int(r.ts // 1000 // interval))].add((header.epoch, header.seq))
+    return [f"{device}@{tick}: {sorted(k)}" for (device, tick), k in keys.items() if len(k) > 1]
+
+
+def _conflicting_keys(batches: list) -> list[tuple[int, int]]:
+    """Dedup keys delivered more than once with different readings (the flags may differ: a
+    re-send is historical)."""
+    contents: dict[tuple[int, int], set[tuple]] = defaultdict(set)
+    for _, header, rs in batches:
+        contents[(header.epoch, header.seq)].add(tuple(tuple(sorted(r.as_dict().items(), key=str)) for r in rs))
+    return [key for key, seen in contents.items() if len(seen) > 1]
 
 
 def _seq_summary(batches: list, drops: list[dict], start: float) -> str:

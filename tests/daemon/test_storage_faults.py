@@ -23,6 +23,7 @@ import pytest
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
 from hil.broker import Broker
+from hil.card import Card, CardUnavailable
 from tests.conftest import SimThread
 from tests.daemon.test_run import PINNED, Platform, start_agent, write_config
 
@@ -42,16 +43,15 @@ def _mount(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def ext4_image(tmp_path: Path, mib: int = 32) -> Iterator[tuple[Path, Path]]:
-    image, where = tmp_path / "sd.img", tmp_path / "sd"
-    where.mkdir()
-    subprocess.run(["truncate", "-s", f"{mib}M", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
-    _mount("-o", "loop,errors=remount-ro", str(image), str(where))
+def sd_card(tmp_path: Path) -> Iterator[Card]:
     try:
-        yield image, where
+        card = Card(tmp_path / "sd.img", tmp_path / "sd", mib=32)
+    except CardUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield card
     finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+        card.close()
 
 
 @contextlib.contextmanager
@@ -62,14 +62,6 @@ def tmpfs(where: Path, mib: int) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def loop_device(where: Path) -> str:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        source, target, *_ = line.split()
-        if target == str(where):
-            return Path(source).name
-    raise AssertionError(f"{where} is not mounted")
 
 
 def seconds_of(platform: Platform) -> set[int]:
@@ -103,21 +95,19 @@ def serve_meter(sim: SimThread) -> int:
 def test_sd_card_remounted_read_only_mid_run(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
     """always mode writes every batch: the card goes read-only (ext4 errors=remount-ro), batches go on
     from memory, live; after fsck and a fresh mount the agent re-attaches by itself and replays."""
-    with ext4_image(tmp_path) as (image, card):
+    with sd_card(tmp_path) as card:
         platform = Platform(broker.port)
-        config = write_config(tmp_path / "agent.yaml", serve_meter(sim), broker.port, card / "buffer")
+        config = write_config(tmp_path / "agent.yaml", serve_meter(sim), broker.port, card.where / "buffer")
         config.write_text(config.read_text().replace("min_free_bytes: 1MiB}", "min_free_bytes: 1MiB, mode: always}"))
         agent = start_agent(config)
         try:
             assert platform.wait(lambda: len(seconds_of(platform)) >= 3, 20)
-            Path(f"/sys/fs/ext4/{loop_device(card)}/trigger_fs_error").write_text("edge-agent test\n")
+            card.fail()
             assert platform.wait(lambda: events(platform, "buffer_unavailable"), 15)
             during = len(seconds_of(platform))
             assert platform.wait(lambda: len(seconds_of(platform)) >= during + 5, 15)  # live, from memory
             assert any("memory" in str(s.get("buffer", "")) for s in platform.status)  # retained status says so
-            subprocess.run(["umount", "-l", str(card)], check=True)  # the operator repairs the card
-            subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, check=False)
-            _mount("-o", "loop,errors=remount-ro", str(image), str(card))
+            card.repair()  # the operator checks the card and mounts it again
             assert platform.wait(lambda: events(platform, "buffer_restored"), 40)
             after = len(seconds_of(platform))
             assert platform.wait(lambda: len(seconds_of(platform)) >= after + 2, 10)
@@ -127,7 +117,7 @@ def test_sd_card_remounted_read_only_mid_run(sim: SimThread, broker: Broker, tmp
         assert missing_seconds(platform, []) == [], err[-2000:]
         unavailable = events(platform, "buffer_unavailable")[0]
         assert "I/O" in unavailable["reason"] or "read" in unavailable["reason"].lower(), unavailable
-        assert (card / "buffer" / "buffer.sqlite").exists()
+        assert (card.where / "buffer" / "buffer.sqlite").exists()
 
 
 def test_disk_filled_by_another_program_during_an_outage(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
