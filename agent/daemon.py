@@ -184,14 +184,15 @@ class Agent:
         if self._reload_task is not None and not self._reload_task.done():
             self._reload_again = True
             return
+        self._reload_again = False
         self._reload_task = asyncio.create_task(self._reloads(), name="reload")
 
     async def _reloads(self) -> None:
         while True:
-            self._reload_again = False
             await self.reload()
             if not self._reload_again or self.stop_requested.is_set():
                 return
+            self._reload_again = False
 
     async def _tick_loop(self) -> None:
         interval = min(TICK, self.notifier.watchdog_interval or TICK)

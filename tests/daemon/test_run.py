@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.codec import WireSchema, decode_header
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
 from hil.broker import Broker
@@ -139,6 +141,56 @@ def test_sighup_with_a_broken_config_keeps_running(sim: SimThread, broker: Broke
     failed = next(e for e in platform.events if e["event"] == "config_reload_failed")
     assert any("intervall" in p and "agent.yaml:4" in p for p in failed["problems"])
     assert "config reload failed" in err
+
+
+def test_sighups_in_quick_succession_apply_the_last_config(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
+    """Three SIGHUPs within a millisecond (the kernel may merge them): the reloads that run, run one
+    after another, the last config wins, no task exception is left unretrieved."""
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
+    platform = Platform(broker.port)
+    config = write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf")
+    agent = start_agent(config)
+    try:
+        assert platform.wait(lambda: len(platform.readings()) > 0, 20)
+        config.write_text(config.read_text().replace("id: main-incomer", "id: main-incomer-2"))
+        for _ in range(3):
+            agent.send_signal(signal.SIGHUP)
+        assert platform.wait(lambda: any(e["event"] == "config_reloaded" for e in platform.events), 15)
+        assert platform.wait(lambda: platform.schema is not None and "main-incomer-2" in platform.schema, 15)
+        new_schema = WireSchema.from_json(platform.schema or "")
+        assert platform.wait(lambda: any(decode_header(p)[0].schema_id == new_schema.id for p in platform.payloads), 15)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(10)
+    platform.close()
+    assert agent.returncode == 0, err
+    assert 1 <= sum(e["event"] == "config_reloaded" for e in platform.events) <= 2
+    assert "never retrieved" not in err and "Traceback" not in err
+
+
+def test_reloads_are_serialized(tmp_path: Path) -> None:
+    """The SIGHUP handler keeps one reload task: signals during a reload make exactly one more run,
+    never a second reload interleaved with the first."""
+    from agent.daemon import Agent
+
+    async def scenario() -> tuple[int, int]:
+        agent = Agent(tmp_path / "agent.yaml")
+        running = peak = runs = 0
+
+        async def reload() -> None:
+            nonlocal running, peak, runs
+            running, runs = running + 1, runs + 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.05)
+            running -= 1
+
+        agent.reload = reload  # type: ignore[method-assign]
+        for _ in range(3):
+            agent._on_reload_signal()  # noqa: SLF001 - what the signal handler calls
+        await asyncio.sleep(0.3)
+        return peak, runs
+
+    assert asyncio.run(scenario()) == (1, 2)
 
 
 def test_ready_and_watchdog_on_notify_socket_and_a_hung_loop_stops_the_pings(sim: SimThread, broker: Broker,
