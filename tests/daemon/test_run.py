@@ -27,14 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 PINNED = {"voltage_l1": 231.5, "active_power": 8612.5, "energy_import": 12345.5}
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    (tmp_path / "broker").mkdir()
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
-
-
 def write_config(path: Path, modbus_port: int, mqtt_port: int, buffer: Path, interval: str = "1s",
                  batch: str = "1s") -> Path:
     path.write_text(textwrap.dedent(f"""\

@@ -10,7 +10,6 @@ overwritten with garbage in place.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -26,14 +25,6 @@ from hil.broker import Broker
 from hil.card import Card, CardUnavailable
 from tests.conftest import SimThread
 from tests.daemon.test_run import PINNED, Platform, start_agent, write_config
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    (tmp_path / "broker").mkdir()
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def _mount(*args: str) -> None:
@@ -173,7 +164,6 @@ def test_buffer_file_overwritten_while_running(sim: SimThread, broker: Broker, t
     assert "overwritten" in lost["reason"] or "damaged" in lost["reason"], lost
     # the backlog on disk was accounted for: salvaged (what the WAL still held passes its CRC) or counted
     assert lost["salvaged_batches"] + (lost["lost_batches"] or 0) > 0, lost
-    assert len({json.dumps(e, sort_keys=True) for e in events(platform, "buffer_lost")}) >= 1
     epochs = {h.epoch for _, h, _ in platform.batches()}
     assert len(epochs) == 2  # the salvaged file is a new epoch: no dedup key reused
     # readings the garbage took are not delivered, and are counted; the rest all are
