@@ -16,7 +16,9 @@ import ctypes.util
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from agent.events import ClockJump, ClockSynchronized, ClockUnsynchronized, Event
 
 STA_UNSYNC = 0x0040
 TIMESYNCD_FLAG = "/run/systemd/timesync/synchronized"
@@ -72,3 +74,28 @@ class JumpDetector:
         delta = offset - self._offset
         self._offset = offset
         return Jump(delta) if abs(delta) > self.tolerance else None
+
+
+@dataclass
+class ClockWatch:
+    """Once a tick: a jump of the wall clock (one `clock_jump`), and the interval during which it was
+    not synchronized (`clock_unsynchronized` .. `clock_synchronized`)."""
+
+    detector: JumpDetector = field(default_factory=JumpDetector)
+    synced: Callable[[], bool] = synchronized
+    wall: Callable[[], float] = time.time
+    unsynced_since: float | None = None
+
+    def check(self) -> tuple[Jump | None, list[Event]]:
+        events: list[Event] = []
+        jump = self.detector.check()
+        if jump is not None:
+            events.append(ClockJump(round(jump.seconds, 3), self.unsynced_since))
+        in_sync = self.synced()
+        if not in_sync and self.unsynced_since is None:
+            self.unsynced_since = self.wall()
+            events.append(ClockUnsynchronized(int(self.unsynced_since * 1000)))
+        elif in_sync and self.unsynced_since is not None:
+            events.append(ClockSynchronized(int(self.unsynced_since * 1000), int(self.wall() * 1000)))
+            self.unsynced_since = None
+        return jump, events

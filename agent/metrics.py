@@ -37,8 +37,10 @@ class BufferMetrics:
     unavailable_reason: str | None
 
 
-@dataclass(frozen=True)
-class PublisherMetrics:
+@dataclass
+class PublisherStats:
+    """Counted by the publisher as it goes (on the event loop); the metrics carry a copy."""
+
     connects: int = 0
     disconnects: int = 0
     published: int = 0
@@ -54,7 +56,7 @@ class Metrics:
     ts: int
     devices: dict[str, DeviceMetrics]
     buffer: BufferMetrics
-    publisher: PublisherMetrics | None
+    publisher: PublisherStats | None
     loop_lag_max_ms: float
     rss_kb: int
     extra: dict[str, Any] = field(default_factory=dict)

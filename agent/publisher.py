@@ -37,6 +37,9 @@ from paho.mqtt.properties import Properties
 from agent.buffer.ring import SealedBatch
 from agent.buffer.spool import Spool
 from agent.codec import compress, set_historical, split
+from agent.metrics import PublisherStats
+from agent.events import (AckTimeout, BatchSplit, BrokerDisconnected, BrokerUnreachable, DataDropped, Event,
+                          ProtocolFallback, PublisherError, PublishRefused)
 from agent.threads import confine, confined
 
 MAX_EVENTS_KEPT = 1000
@@ -83,18 +86,6 @@ class BrokerSettings:
                    mqtt_config.username, password, mqtt_config.ca_file, mqtt_config.cert_file, mqtt_config.key_file,
                    int(mqtt_config.keepalive), mqtt_config.window, mqtt_config.ack_timeout, mqtt_config.compress,
                    mqtt_config.drain_rate, backoff_max=mqtt_config.reconnect_max)
-
-
-@dataclass
-class PublisherStats:
-    connects: int = 0
-    disconnects: int = 0
-    published: int = 0
-    acked: int = 0
-    refused: int = 0  # PUBACKs with a failure reason code
-    watchdog_reconnects: int = 0
-    historical: int = 0
-    protocol: str = ""
 
 
 @dataclass
@@ -154,10 +145,10 @@ class Publisher:
         self._wake.set()
 
     @confined
-    def event(self, kind: str, **details: Any) -> None:
+    def event(self, event: Event) -> None:
         """An event for the events topic: published from memory when connected; while offline kept
         on disk with the batches (the newest 1000), so a crash does not lose what explains a gap."""
-        body = {"event": kind, "ts": int(time.time() * 1000), **details}
+        body = {"event": event.kind, "ts": int(time.time() * 1000), **event.body()}
         if self.connected.is_set():
             self.events.append(body)
         else:
@@ -183,7 +174,7 @@ class Publisher:
             try:
                 await self._one_session()
             except Exception as exc:  # noqa: BLE001 - the delivery loop must survive everything
-                self.event("publisher_error", error=f"{type(exc).__name__}: {exc}")
+                self.event(PublisherError(f"{type(exc).__name__}: {exc}"))
             if self._stopping:
                 break
             self._failures += 1
@@ -223,7 +214,7 @@ class Publisher:
             await self._close(session)
             if self._protocol is MQTTProtocolVersion.MQTTv5 and "unsupported protocol" in str(exc).lower():
                 self._protocol = MQTTProtocolVersion.MQTTv311  # an old broker: PUBACKs carry no reason codes
-                self.event("protocol_fallback", protocol="3.1.1")
+                self.event(ProtocolFallback("3.1.1"))
             self._note_down(str(exc))
             return
         self.stats.connects += 1
@@ -305,7 +296,7 @@ class Publisher:
         session.lost.set()
         self._wake.set()
         if established and session is self._session and not self._stopping:  # a failed attempt is not news:
-            self.event("broker_disconnected", reason=reason)  # `broker_unreachable` said it once per outage
+            self.event(BrokerDisconnected(reason))  # `broker_unreachable` said it once per outage
 
     @confined
     def _on_ack(self, session: _Session, mid: int, reason: Any) -> None:
@@ -322,7 +313,7 @@ class Publisher:
             self._backlog_cursor = min(self._backlog_cursor, flight.seq - 1)  # retried after the pause
             delay = min(60.0, 2.0 ** min(self._refusals, 6))
             self._pause_until = self.clock() + delay
-            self.event("publish_refused", seq=flight.seq, reason=str(reason), retry_in_s=delay)
+            self.event(PublishRefused(flight.seq, str(reason), delay))
         else:
             self._refusals = 0
             self.stats.acked += 1
@@ -337,7 +328,7 @@ class Publisher:
             now = self.clock()
             if self._watchdog_fired(session, now):
                 self.stats.watchdog_reconnects += 1
-                self.event("ack_timeout", waited_s=self.settings.ack_timeout, in_flight=len(session.inflight))
+                self.event(AckTimeout(self.settings.ack_timeout, len(session.inflight)))
                 return
             self._report_drops()
             self._publish_events(session)
@@ -356,9 +347,8 @@ class Publisher:
         """Batches evicted from a full buffer: one event per stretch of lost data, saying which seqs and
         which time span the platform will never receive; the count also rides in the next batch."""
         for loss in self.spool.take_losses():
-            self.event("data_dropped", readings=loss.readings, batches=loss.batches, from_ms=loss.from_ms,
-                       to_ms=loss.to_ms, seqs=[loss.first_seq, loss.last_seq],
-                       dropped_total=self.spool.ring.dropped_total)
+            self.event(DataDropped([loss.first_seq, loss.last_seq], loss.batches, loss.readings, loss.from_ms,
+                                   loss.to_ms, self.spool.ring.dropped_total))
 
     def _watchdog_fired(self, session: _Session, now: float) -> bool:
         if not session.inflight:
@@ -416,7 +406,7 @@ class Publisher:
                  for part in split(batch.payload, limit, self.spool.ring.allocate)]
         self.spool.replace(batch.seq, parts)
         self._backlog_cursor = 0
-        self.event("batch_split", seq=batch.seq, parts=[p.seq for p in parts], max_packet=session.max_packet)
+        self.event(BatchSplit(batch.seq, [p.seq for p in parts], session.max_packet))
 
     def _publish_retained(self, session: _Session) -> None:
         session.client.publish(self.topic("schema"), self.schema_json, qos=1, retain=True)
@@ -453,7 +443,7 @@ class Publisher:
 
     def _note_down(self, reason: str) -> None:
         if self._failures == 0:
-            self.event("broker_unreachable", reason=reason)
+            self.event(BrokerUnreachable(reason))
 
     async def _close(self, session: _Session) -> None:
         """Off the event loop: paho's loop_stop() joins its thread, which can take a second."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 REPORT_AT_MOST = 1000  # scheduled times listed in one report; a longer gap is summarised by its count
+LEAP_TOLERANCE = 2.0  # s the wall clock may move against the monotonic clock between runs before it is a leap
 
 
 def aligned_start(interval: float, now: float | None = None) -> datetime:
@@ -56,12 +57,23 @@ class TickTracker:
     interval: float
     last: int | None = None  # tick index of the previous run
     reported: set[int] = field(default_factory=set)  # scheduled ms the scheduler already reported as skipped
+    last_clocks: tuple[float, float] | None = None  # (wall, monotonic) of the previous run
 
     def note_reported(self, scheduled_ms: int) -> None:
         self.reported.add(scheduled_ms)
 
-    def run(self, now: float) -> Missed:
-        """A run starts at `now` (s): the ticks since the previous run that silently never ran."""
+    def run(self, now: float, mono: float | None = None) -> Missed:
+        """A run starts at `now` (s, wall clock; `mono`: the monotonic clock, when known): the ticks
+        since the previous run that silently never ran. A gap the monotonic clock did not see is
+        the wall clock leaping (NTP after a month without power, a suspend): a new count starts,
+        nothing is reported missed (the leap is reported once, as a clock jump)."""
+        if mono is not None:
+            leapt = self.last_clocks is not None and abs(
+                (now - self.last_clocks[0]) - (mono - self.last_clocks[1])) > LEAP_TOLERANCE
+            self.last_clocks = (now, mono)
+            if leapt:
+                self.restart()
+                self.last_clocks = (now, mono)
         this = tick_index(now, self.interval)
         if self.last is not None and this <= self.last:
             this = self.last + 1
@@ -78,3 +90,4 @@ class TickTracker:
         """The schedule was realigned (a clock jump): the next run starts a new sequence."""
         self.last = None
         self.reported.clear()
+        self.last_clocks = None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +29,13 @@ from agent.buffer.memory import MemoryRing
 from agent.buffer.ring import CommitResult, Loss, Ring, RingStats, SealedBatch, add_loss
 from agent.buffer.schema import Recovery
 from agent.errors import BufferCorrupt, BufferLocked, StorageError
+from agent.events import BufferLost, BufferRestored, BufferUnavailable, Event
 from agent.threads import confine, confined
 
 RETRY_FIRST = 5.0  # seconds before the first attempt to re-attach the disk
 RETRY_MAX = 300.0
 LOOK_EVERY = 5.0  # seconds between looks at the file's header (overwritten or removed under us)
 DEFAULT_MEMORY_BYTES = 32 * 2**20  # a 512 MB gateway keeps ~50 min of a 50-meter park at 10 s
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something the operator must hear about the buffer: becomes an event and a log line."""
-
-    kind: str  # buffer_unavailable | buffer_restored | buffer_lost
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Store:
@@ -57,7 +49,7 @@ class Store:
         self.clock = clock
         self.log = log.get("buffer")
         self.generation = 0  # changes whenever the backing ring does: readers restart their cursors
-        self.notices: list[Notice] = []
+        self.notices: list[Event] = []  # what the operator must hear (buffer_unavailable, _restored, _lost)
         self._losses: list[Loss] = []  # given up outside a commit (a replay into the disk that overflowed)
         self._ring: Ring | None = None
         self._memory: MemoryRing | None = None
@@ -163,7 +155,7 @@ class Store:
         losses, self._losses = self._losses, []
         return losses
 
-    def take_notices(self) -> list[Notice]:
+    def take_notices(self) -> list[Event]:
         notices, self.notices = self.notices, []
         return notices
 
@@ -244,10 +236,10 @@ class Store:
         self._retry_at, self._backoff = self.clock() + RETRY_FIRST, RETRY_FIRST
         self.log.error("buffer disk unavailable: keeping batches in memory", reason=reason,
                        memory_max_bytes=self.memory_bytes, retry_in_s=RETRY_FIRST)
-        self.notices.append(Notice("buffer_unavailable", {
-            "reason": reason, "directory": str(self.directory), "memory_max_bytes": self.memory_bytes,
-            "at_risk": "batches not yet acknowledged are only in memory: a restart or power cut loses them, "
-                       "and past memory_max_bytes the oldest are dropped (counted)"}))
+        self.notices.append(BufferUnavailable(
+            reason, str(self.directory), self.memory_bytes,
+            "batches not yet acknowledged are only in memory: a restart or power cut loses them, "
+            "and past memory_max_bytes the oldest are dropped (counted)"))
 
     def _attach(self) -> None:
         memory = self._memory
@@ -277,9 +269,8 @@ class Store:
         self.generation += 1
         self.log.info("buffer disk back: batches kept in memory written to it", replayed_batches=len(batches),
                       after_s=round(time.time() - since, 1))
-        self.notices.append(Notice("buffer_restored", {
-            "after_s": round(time.time() - since, 1), "reason_was": reason, "replayed_batches": len(batches),
-            "replayed_events": len(events), "lost_in_memory_readings": memory.lost_readings}))
+        self.notices.append(BufferRestored(round(time.time() - since, 1), reason, len(batches), len(events),
+                                           memory.lost_readings))
         if ring.recovery.happened:
             self._note_lost(ring.recovery, ring)
 
@@ -291,7 +282,5 @@ class Store:
         self.log.info("buffer disk still unavailable", reason=str(exc), retry_in_s=self._backoff)
 
     def _note_lost(self, recovery: Recovery, ring: Ring) -> None:
-        self.notices.append(Notice("buffer_lost", {
-            "reason": recovery.reason, "moved_to": str(recovery.moved_to),
-            "salvaged_batches": recovery.salvaged_batches, "lost_batches": recovery.lost_batches,
-            "lost_readings": recovery.lost_readings, "epoch": ring.epoch}))
+        self.notices.append(BufferLost(recovery.reason, str(recovery.moved_to), recovery.salvaged_batches,
+                                       recovery.lost_batches, recovery.lost_readings, ring.epoch))

@@ -163,10 +163,14 @@ def test_sighups_in_quick_succession_apply_the_last_config(sim: SimThread, broke
 def test_reloads_are_serialized(tmp_path: Path) -> None:
     """The SIGHUP handler keeps one reload task: signals during a reload make exactly one more run,
     never a second reload interleaved with the first."""
+    from agent.config import load_config
     from agent.daemon import Agent
 
+    config = tmp_path / "agent.yaml"
+    config.write_text(f'gateway: {{id: gw-test, site: test-site}}\nbuffer: {{path: "{tmp_path / "buf"}"}}\n')
+
     async def scenario() -> tuple[int, int]:
-        agent = Agent(tmp_path / "agent.yaml")
+        agent = Agent(load_config(config), config)
         running = peak = runs = 0
 
         async def reload() -> None:
@@ -180,6 +184,7 @@ def test_reloads_are_serialized(tmp_path: Path) -> None:
         for _ in range(3):
             agent._on_reload_signal()  # noqa: SLF001 - what the signal handler calls
         await asyncio.sleep(0.3)
+        agent.store.close()
         return peak, runs
 
     assert asyncio.run(scenario()) == (1, 2)

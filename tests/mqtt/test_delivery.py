@@ -222,13 +222,14 @@ OFFLINE_EVENTS_CHILD = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[2])
 from tests.mqtt.harness import open_spool, publisher
+from agent.events import PollsSkipped
 from pathlib import Path
 async def main():
     ring, spool = open_spool(Path(sys.argv[3]))
     pub = publisher(int(sys.argv[1]), spool)  # nobody listens there: offline from the start
     task = asyncio.create_task(pub.run())
     for n in range(3):
-        pub.event("polls_skipped", device="main-incomer", scheduled_ms=[n * 1000], count=1, reason="test")
+        pub.event(PollsSkipped("main-incomer", [n * 1000], 1, "test"))
     await asyncio.sleep(0.6)  # past outage_commit (0.5 s in the harness)
     spool.tick()
     print("committed", flush=True)

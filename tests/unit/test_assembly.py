@@ -155,3 +155,4 @@ def test_pure_modules_import_no_io_layer(module: str) -> None:
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert not {name for name in imported if name.startswith(IMPURE)}, module
+

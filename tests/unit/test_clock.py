@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.clock import JumpDetector
-from agent.daemon import aligned_start
+from agent.schedule import aligned_start
 
 
 def test_jump_detector_reports_wall_clock_jumps_only() -> None:
@@ -31,27 +31,26 @@ def test_polls_align_to_wall_clock_boundaries(interval: float, now: float, expec
     assert aligned_start(interval, now) == expected
 
 
-def test_a_clock_jump_raises_the_event_and_realigns(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The daemon's clock watch: NTP moves the wall clock an hour; the event says by how much."""
-    import structlog.testing
+def test_a_clock_jump_raises_one_event_and_unsynchronized_time_is_bracketed() -> None:
+    """The daemon's clock watch: NTP moves the wall clock an hour; the event says by how much, once,
+    and the interval the clock was not synchronized is given by a pair of events."""
+    from agent.clock import ClockWatch, JumpDetector
+    from agent.events import ClockJump, ClockSynchronized, ClockUnsynchronized
 
-    from agent.clock import JumpDetector
-    from agent.daemon import Agent
-
-    wall = [1_000_000.0]
-    agent = Agent(tmp_path / "unused.yaml")
-    agent.clock = JumpDetector(wall=lambda: wall[0], mono=lambda: 50.0)
-    with structlog.testing.capture_logs() as logs:
-        agent._watch_clock()  # noqa: SLF001
-        wall[0] += 3600.0
-        agent._watch_clock()  # noqa: SLF001
-    jumps = [entry for entry in logs if entry.get("kind") == "clock_jump"]
-    assert len(jumps) == 1 and jumps[0]["seconds"] == 3600.0
+    wall, synced = [1_000_000.0], [False]
+    watch = ClockWatch(JumpDetector(wall=lambda: wall[0], mono=lambda: 50.0), lambda: synced[0], lambda: wall[0])
+    assert watch.check() == (None, [ClockUnsynchronized(1_000_000_000)])
+    wall[0] += 3600.0
+    synced[0] = True
+    jump, events = watch.check()
+    assert jump is not None and jump.seconds == 3600.0
+    assert events == [ClockJump(3600.0, 1_000_000.0), ClockSynchronized(1_000_000_000, 1_003_600_000)]
+    assert watch.check() == (None, [])
 
 
 def test_point_groups_split_by_interval_and_carry_their_references(library) -> None:  # type: ignore[no-untyped-def]
     """DTSU666 with energy totals once a minute: the energy group reads the CT/PT ratios too (hidden)."""
-    from agent.daemon import split_by_interval
+    from agent.pipeline import split_by_interval
 
     points = library.load("chint/dtsu666").points
     groups = split_by_interval(points, 1.0, {"energy_*": 60.0})

@@ -1,0 +1,196 @@
+"""The poller: every device read on its interval, aligned to wall-clock multiples, and an account of
+every scheduled poll that did not run. apscheduler 3 lives behind this one file.
+
+Every job is a coroutine, so apscheduler runs it on the event loop (a plain function would go to a
+worker thread). A poll still running when its next turn comes is skipped, never queued
+(`previous poll still running`); a poll the agent could not start on time (a stalled loop, a
+suspended machine) is found by `TickTracker` and reported (`agent stalled: not started on time`);
+both become `polls_skipped` events once per tick. A device's health changes are events; its failures
+are logged in full the first time, then summarised every 10 minutes.
+
+Clock leaps: `AlignedTrigger` never enumerates the run times a leap skipped over (apscheduler's
+interval trigger walks every one of them: a 30-day leap at 1 s intervals was 2.6 million), and a
+gap in wall time that monotonic time did not see is a leap, not a stall (the daemon reports it as
+one `clock_jump` and realigns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from agent import log
+from agent.drivers.health import Health
+from agent.events import DeviceOffline, DeviceOnline, Event, PollsSkipped
+from agent.pipeline import DeviceState
+from agent.schedule import Missed
+from agent.threads import confine, confined
+from agent.types import Reading
+
+FAILURE_SUMMARY_EVERY = 600.0
+OVERRUN = "previous poll still running"
+STALLED = "agent stalled: not started on time"
+
+
+class AlignedTrigger(BaseTrigger):
+    """Fires at wall-clock multiples of `interval`. After a stall or a clock leap it goes straight to
+    the latest multiple instead of walking every one it skipped (the skipped ones are the
+    TickTracker's to count)."""
+
+    __slots__ = ("interval",)
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+        t, i = now.timestamp(), self.interval
+        if previous_fire_time is None:
+            tick = math.ceil(t / i - 1e-9)
+        else:
+            tick = round(previous_fire_time.timestamp() / i) + 1
+            latest = math.floor(t / i + 1e-9)
+            if tick < latest:  # far behind: one run for the latest multiple, not one per missed one
+                tick = latest
+        return datetime.fromtimestamp(tick * i, UTC)
+
+
+class Poller:
+    def __init__(self, on_readings: Callable[[Sequence[Reading]], None], emit: Callable[[Event], None]) -> None:
+        confine(self)
+        self.on_readings = on_readings
+        self.emit = emit
+        self.log = log.get("poller")
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._devices: dict[str, DeviceState] = {}
+        self._skipped: dict[tuple[str, str], Missed] = {}  # (device, reason) -> polls not run, reported each tick
+        self._running: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ jobs
+
+    def every(self, name: str, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        """Another aligned periodic job (the batch seal): a coroutine function, run on the loop."""
+        self._scheduler.add_job(job, AlignedTrigger(interval), id=name, max_instances=1, coalesce=True,
+                                misfire_grace_time=max(1, math.ceil(interval)))
+
+    @confined
+    def schedule(self, devices: dict[str, DeviceState]) -> None:
+        self._devices = devices
+        for key, state in devices.items():
+            self._scheduler.add_job(self._poll, AlignedTrigger(state.interval), args=[state], id=f"poll:{key}",
+                                    max_instances=1, coalesce=True, misfire_grace_time=max(1, math.ceil(state.interval)))
+
+    @confined
+    def unschedule(self) -> None:
+        for key in self._devices:
+            self._scheduler.remove_job(f"poll:{key}")
+        self._devices = {}
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    @confined
+    def realign(self) -> None:
+        """After a clock jump: every job's next run from now, and a new count of ticks."""
+        for state in self._devices.values():
+            state.ticks.restart()
+        for job in self._scheduler.get_jobs():
+            if isinstance(job.trigger, AlignedTrigger):
+                job.reschedule(AlignedTrigger(job.trigger.interval))
+
+    async def stop(self, timeout: float) -> None:
+        """No new polls; wait (up to `timeout`) for those in flight, so their readings are sealed."""
+        self._scheduler.shutdown(wait=False)
+        if self._running:
+            _, late = await asyncio.wait(set(self._running), timeout=timeout)
+            for task in late:
+                task.cancel()
+
+    # ------------------------------------------------------------------ the ledger
+
+    @confined
+    def report_skipped(self) -> None:
+        """Once per tick: one `polls_skipped` event per device and reason."""
+        for (device, reason), missed in self._skipped.items():
+            self.emit(PollsSkipped(device, missed.scheduled_ms, missed.count, reason))
+        self._skipped.clear()
+
+    def _on_not_run(self, event: JobExecutionEvent) -> None:
+        """apscheduler skipped a run: the previous one was still running (max instances), or it
+        could not start it within the grace time (missed). Counted and reported, never queued."""
+        state = self._devices.get(event.job_id[5:]) if event.job_id.startswith("poll:") else None
+        if state is None:
+            return
+        overrun = event.code == EVENT_JOB_MAX_INSTANCES
+        times = getattr(event, "scheduled_run_times", None) or [event.scheduled_run_time]
+        stamps = [round(t.timestamp() * 1000) for t in times if t is not None]
+        for stamp in stamps:
+            state.ticks.note_reported(stamp)
+        if overrun:
+            state.overruns += len(stamps)
+        else:
+            state.stalls += len(stamps)
+        self._note_skipped(state.reader.device_id, OVERRUN if overrun else STALLED, Missed(stamps, len(stamps)))
+
+    def _note_stall(self, state: DeviceState) -> None:
+        """Polls the scheduler silently coalesced away because the agent could not start them on time
+        (a stalled event loop, a suspended process): reported like any other skipped poll."""
+        missed = state.ticks.run(time.time(), time.monotonic())
+        if missed.count:
+            state.stalls += missed.count
+            self.log.warning("polls not started on time", device=state.reader.device_id, missed=missed.count,
+                             first_ms=missed.scheduled_ms[:1])
+            self._note_skipped(state.reader.device_id, STALLED, missed)
+
+    def _note_skipped(self, device: str, reason: str, missed: Missed) -> None:
+        key = (device, reason)
+        self._skipped[key] = self._skipped[key] + missed if key in self._skipped else missed
+
+    # ------------------------------------------------------------------ one poll
+
+    async def _poll(self, state: DeviceState) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            self._note_stall(state)
+            result = await state.reader.poll()
+        except asyncio.CancelledError:
+            return  # shutting down: what is left is cancelled; nothing to report
+        except Exception as exc:  # noqa: BLE001 - one device's bug must not stop its schedule
+            self.log.error("poll crashed", device=state.reader.device_id, error=repr(exc))
+            return
+        finally:
+            if task is not None:
+                self._running.discard(task)
+        self.on_readings(result.readings)
+        self._note_health(state, result.transition, result.error, result.answered)
+
+    def _note_health(self, state: DeviceState, transition: Health | None, error: str, answered: bool) -> None:
+        device = state.reader.device_id
+        if transition is Health.OFFLINE:
+            self.log.warning("device offline", device=device, error=error)
+            self.emit(DeviceOffline(device, error))
+        elif transition is Health.ONLINE:
+            self.log.info("device online", device=device)
+            self.emit(DeviceOnline(device))
+        now = time.monotonic()
+        if error and not answered:
+            if state.failing_since is None:
+                state.failing_since = state.last_summary = now
+                self.log.warning("device failing", device=device, error=error)  # the first error, in full
+            state.failures_since_summary += 1
+            if now - state.last_summary >= FAILURE_SUMMARY_EVERY:
+                self.log.warning("device still failing", device=device, failed_polls=state.failures_since_summary,
+                                 since_s=round(now - state.failing_since), last_error=error)
+                state.last_summary, state.failures_since_summary = now, 0
+        elif answered:
+            state.failing_since = None
+            state.failures_since_summary = 0
