@@ -128,7 +128,8 @@ class Store:
 
     def write(self, messages: list[Message]) -> list[str]:
         """Store a chunk in one transaction; returns each message's outcome (stored, duplicate,
-        pending, quarantined, schema, event, status, ignored)."""
+        pending, quarantined, schema, event, status, ignored). Log lines about a message are
+        written once the transaction is committed (a retried chunk would repeat them)."""
         conn = self._conn()
         self._on_commit = []
         with conn.transaction():
@@ -165,7 +166,8 @@ class Store:
     def quarantine(self, message: Message, error: str) -> None:
         self._conn().execute("INSERT INTO quarantine (topic, payload, error, received_at) VALUES (%s, %s, %s, to_timestamp(%s))",
                              (message.topic, message.payload, error, message.received_at))
-        self.log.warning("quarantined", topic=message.topic, bytes=len(message.payload), error=error)
+        self._on_commit.append(lambda: self.log.warning("quarantined", topic=message.topic, bytes=len(message.payload),
+                                                        error=error))
 
     def _handle(self, message: Message) -> str:
         topic = parse_topic(message.topic)
@@ -204,7 +206,8 @@ class Store:
                 "VALUES (%s, %s, %s, %s, %s, %s, to_timestamp(%s))",
                 (topic.gateway, topic.site, topic.prefix, header.schema_id, message.topic, message.payload,
                  message.received_at))
-            self.log.info("batch_pending", gateway=topic.gateway, schema_id=header.schema_id, seq=header.seq)
+            self._on_commit.append(lambda: self.log.info("batch_pending", gateway=topic.gateway,
+                                                         schema_id=header.schema_id, seq=header.seq))
             return "pending"
         return self._batch(topic.site, header, message, known)
 
@@ -315,7 +318,8 @@ class Store:
             message = Message(topic, bytes(payload), received_at)
             outcome = self._one_pending(site, message, known)
             self._conn().execute("DELETE FROM pending_batches WHERE id = %s", (pending_id,))
-            self.log.info("pending_decoded", gateway=gateway, schema_id=schema_id, outcome=outcome)
+            self._on_commit.append(lambda o=outcome: self.log.info("pending_decoded", gateway=gateway,
+                                                                   schema_id=schema_id, outcome=o))
 
     def _one_pending(self, site: str, message: Message, known: Known) -> str:
         return self._guarded(message, lambda: self._batch(site, _header(message.payload), message, known))
