@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,7 @@ class Subscriber:
         self.log = log
         self.generation = 0
         self.connected = threading.Event()
+        self.received: Counter[str] = Counter()  # messages handed over, by topic leaf
         self._lock = threading.Lock()  # generation changes vs. acks being sent
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                              protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
@@ -136,4 +138,5 @@ class Subscriber:
             topic = message.topic
         except UnicodeDecodeError:  # kept (and quarantined by the writer) rather than raised in paho's loop
             topic = message._topic.decode("utf-8", "replace")
+        self.received[topic.rsplit("/", 1)[-1]] += 1
         self.deliver(Delivery(topic, message.payload, time.time(), message.mid, message.qos, self.generation))
