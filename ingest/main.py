@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import psycopg
 
 from agent import log as logging_setup
 from ingest.service import Ingest, IngestSettings
@@ -37,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     dsn = args.db or os.environ.get("EDGE_INGEST_DB", "")
     if args.migrate_only:
         store = Store(dsn, logging_setup.get("ingest"))
-        store.connect()  # applies the schema
+        try:
+            store.connect()  # applies the schema
+        except psycopg.OperationalError as exc:
+            print(f"error: cannot reach the database: {str(exc).strip()}", file=sys.stderr)
+            return 2
         store.close()
         print("schema applied")
         return 0
