@@ -17,11 +17,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent import log as logging_setup
+from agent.codec import Batch, Group, Header, encode
 from hil.broker import Broker
 from ingest.devcluster import DevCluster
 from ingest.service import Ingest, IngestSettings
 from ingest.store import Store
 from ingest.subscriber import BrokerSettings
+from tests.vectors.generate import SCHEMA
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 BASE = "park/guian-ftz/gw-guian-01"
@@ -51,8 +53,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 def ingest_settings(dsn: str, port: int, **broker: Any) -> IngestSettings:
-    return IngestSettings(dsn=dsn, broker=BrokerSettings(port=port, client_id="ingest-test", keepalive=5, **broker),
-                          backoff=(0.1, 0.5))
+    values: dict[str, Any] = {"port": port, "client_id": "ingest-test", "keepalive": 5, **broker}
+    return IngestSettings(dsn=dsn, broker=BrokerSettings(**values), backoff=(0.1, 0.5))
 
 
 @pytest.fixture
@@ -124,3 +126,12 @@ def migrated(dsn: str) -> Store:
     store = Store(dsn, logging_setup.get("test"))
     store.connect()
     return store
+
+
+def batch(seq: int, epoch: int = 77) -> bytes:
+    """A real batch of the golden schema's meter: two rows of three points (6 readings)."""
+    t0 = 1_763_700_000_000 + seq * 10_000
+    stamps = [t0, t0 + 1000]
+    return encode(Batch(Header("gw-guian-01", epoch, seq, SCHEMA.id, t0),
+                        [(0, [Group([0, 1, 2], stamps, [[230.0, 230.1], [1000.0, 1001.0], [10.0 + seq, 10.5 + seq]])])]),
+                  SCHEMA)

@@ -10,7 +10,7 @@ import pytest
 
 from agent.codec import Batch, DeviceInfo, Group, Header, PointInfo, WireSchema, encode
 from ingest.service import Ingest
-from tests.ingest.conftest import BASE, Gateway, count, query, vector, wait_until
+from tests.ingest.conftest import BASE, Gateway, batch, count, query, vector, wait_until
 
 VECTOR_NAMES = ["basic", "qualities", "odd-values", "historical-zlib"]
 
@@ -135,3 +135,18 @@ def test_events_once_with_lost_spans_and_retained_status_and_schema(
     assert count(dsn, "pending_batches") == 0
     gateway.publish(f"{BASE}/status", b'{"state": "offline"}', retain=True)
     assert wait_until(lambda: query(dsn, "SELECT state FROM gateway_status") == [("offline",)], 20)
+
+
+def test_two_instances_share_the_telemetry_and_each_batch_is_stored_once(
+        dsn: str, gateway: Gateway, start_ingest: Callable[..., Ingest]) -> None:
+    """A shared subscription spreads batches over the group; both instances get the schema."""
+    _, schema, _ = vector("basic")
+    a, b = start_ingest(client_id="ingest-a"), start_ingest(client_id="ingest-b")
+    gateway.publish(f"{BASE}/schema", schema, retain=True)
+    assert wait_until(lambda: a.subscriber.received["schema"] == 1 and b.subscriber.received["schema"] == 1, 20)
+    for seq in range(1, 41):
+        gateway.publish(f"{BASE}/telemetry", batch(seq))
+    assert wait_until(lambda: count(dsn, "batches") == 40, 30)
+    assert a.writer.outcomes["stored"] + b.writer.outcomes["stored"] == 40
+    assert a.writer.outcomes["stored"] > 0 and b.writer.outcomes["stored"] > 0
+    assert count(dsn, "samples") == 40 * 6

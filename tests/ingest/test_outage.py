@@ -15,22 +15,12 @@ import psycopg
 import pytest
 
 from agent import log as logging_setup
-from agent.codec import Batch, Group, Header, encode
 from hil.broker import Broker
 from ingest.devcluster import DevCluster
 from ingest.service import Ingest
-from tests.ingest.conftest import BASE, Gateway, count, ingest_settings, vector, wait_until
-from tests.vectors.generate import SCHEMA
+from tests.ingest.conftest import BASE, Gateway, batch, count, ingest_settings, vector, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def batch(seq: int, epoch: int = 77) -> bytes:
-    t0 = 1_763_700_000_000 + seq * 10_000
-    stamps = [t0, t0 + 1000]
-    return encode(Batch(Header("gw-guian-01", epoch, seq, SCHEMA.id, t0),
-                        [(0, [Group([0, 1, 2], stamps, [[230.0, 230.1], [1000.0, 1001.0], [10.0 + seq, 10.5 + seq]])])]),
-                  SCHEMA)
 
 
 @pytest.fixture
