@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
                                               "then libpq's PG* variables)")
     p.add_argument("--prefix", default="park", help="topic prefix of the gateways (default park)")
     p.add_argument("--group", default="ingest", help="shared-subscription group of the instances (default ingest)")
+    p.add_argument("--exclusive", action="store_true",
+                   help="ordinary instead of shared subscriptions: one instance only, but safe over restarts of a "
+                        "broker that does not keep shared subscriptions (mosquitto 2.0; see docs/platform.md)")
     p.add_argument("--client-id", default=None, help="MQTT client id, stable per instance (default ingest-HOSTNAME)")
     p.add_argument("--session-expiry", type=int, default=7 * 86400,
                    help="s the broker keeps this instance's session and messages while it is away (default 7 days)")

@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 
-from bench import buffer, bus, daemon, outage, payload, planner, throughput
+from bench import buffer, bus, daemon, fleet, outage, payload, planner, throughput
 from bench.report import Figure
 
 SUITES = {"planner": planner.run, "bus": bus.run, "payload": payload.run, "buffer": buffer.run, "outage": outage.run,
-          "daemon": daemon.run, "throughput": throughput.run}
+          "daemon": daemon.run, "throughput": throughput.run, "fleet": fleet.run}
 
 
 def main() -> int:

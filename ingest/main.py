@@ -30,7 +30,7 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
     return BrokerSettings(
         host=url.hostname, port=url.port or (8883 if url.scheme == "mqtts" else 1883), tls=url.scheme == "mqtts",
         ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, username=args.username,
-        password=password, prefix=args.prefix, group=args.group,
+        password=password, prefix=args.prefix, group=args.group, shared=not args.exclusive,
         client_id=args.client_id or f"ingest-{socket.gethostname()}", session_expiry=args.session_expiry,
         receive_maximum=args.receive_maximum)
 

@@ -47,6 +47,7 @@ class BrokerSettings:
     password: str | None = None
     prefix: str = "park"
     group: str = "ingest"
+    shared: bool = True  # False: ordinary subscriptions (one instance only; see `subscriptions`)
     client_id: str = f"ingest-{socket.gethostname()}"
     session_expiry: int = 7 * 86400  # s the broker keeps our session (and queues for it) while we are away
     receive_maximum: int = 1000  # unacknowledged messages in flight towards us
@@ -63,10 +64,14 @@ class Delivery:
     generation: int
 
 
-def subscriptions(prefix: str, group: str) -> list[tuple[str, SubscribeOptions]]:
-    shared = SubscribeOptions(qos=1)
+def subscriptions(prefix: str, group: str, shared: bool = True) -> list[tuple[str, SubscribeOptions]]:
+    """Telemetry and events shared by the group (or, with `shared=False`, ordinary: for a single
+    instance on a broker that does not keep shared subscriptions over its own restart, as
+    mosquitto 2.0.11 does not: docs/platform.md); schema and status always ordinary."""
+    plain = SubscribeOptions(qos=1)
     retained = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-    return [(f"$share/{group}/{prefix}/+/+/telemetry", shared), (f"$share/{group}/{prefix}/+/+/events", shared),
+    share = f"$share/{group}/" if shared else ""
+    return [(f"{share}{prefix}/+/+/telemetry", plain), (f"{share}{prefix}/+/+/events", plain),
             (f"{prefix}/+/+/schema", retained), (f"{prefix}/+/+/status", retained)]
 
 
@@ -123,7 +128,7 @@ class Subscriber:
         with self._lock:
             self.generation += 1
             self.connected.set()
-        client.subscribe(subscriptions(self.settings.prefix, self.settings.group))
+        client.subscribe(subscriptions(self.settings.prefix, self.settings.group, self.settings.shared))
         self.log.info("broker_connected", host=self.settings.host, port=self.settings.port,
                       session_present=bool(flags.session_present), generation=self.generation)
 
