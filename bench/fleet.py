@@ -54,7 +54,7 @@ from bench.report import Figure
 from bench.workload import readings, setups
 from hil.broker import Broker
 from ingest.devcluster import DevCluster
-from ingest.rows import SeriesRef, sample_columns
+from ingest.rows import SampleColumns, SeriesRef, sample_columns
 
 FULL_FLEET = (1000, 50, 40, 10)  # gateways, meters, points, interval s
 TICK = os.sysconf("SC_CLK_TCK")
@@ -486,14 +486,19 @@ def _decode_costs(tpl: Template, polls: int) -> tuple[float, float]:
     bodies = [b for poll in tpl.polls[:polls] for _, b in thingsboard_json(poll, poll[0].ts_ms)]
     values = sum(len(p) for p in tpl.polls[:polls])
 
-    def json_rows() -> None:
+    def json_rows() -> None:  # the same columns as ingest.rows.sample_columns makes
         for body in bodies:
             for device, entries in json.loads(body).items():
+                out = SampleColumns()
                 for entry in entries:
                     ts = entry["ts"]
-                    cols: list[tuple[int, int, float]] = [(series[(device, k)].id, ts, float(v))
-                                                          for k, v in entry["values"].items()]
-                    del cols
+                    for point, value in entry["values"].items():
+                        out.series.append(series[(device, point)].id)
+                        out.ts_ms.append(ts)
+                        out.value.append(float(value))
+                        out.text.append(None)
+                        out.quality.append(0)
+                        out.detail.append(None)
 
     def mp_rows() -> None:
         for payload in tpl.payloads[:polls]:
