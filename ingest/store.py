@@ -10,6 +10,7 @@ rolls the chunk back, acknowledges nothing and retries the same chunk later.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -83,15 +84,25 @@ class Store:
                 self.conn = None
 
     def migrate(self) -> None:
-        """Apply sql/schema.sql (idempotent) and the quality names of the wire format."""
+        """Apply sql/schema.sql and the quality names of the wire format, unless this very
+        version is already applied (DDL at every reconnect would take locks on busy tables)."""
         ddl = resources.files("ingest").joinpath("sql/schema.sql").read_text(encoding="utf-8")
+        version = hashlib.sha256(ddl.encode()).hexdigest()
         conn = self._conn()
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
-            conn.execute(ddl)
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO qualities VALUES (%s, %s) ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name",
-                                [(int(q), q.name.lower()) for q in Quality])
+            conn.execute("CREATE TABLE IF NOT EXISTS ingest_meta (key text PRIMARY KEY, value text NOT NULL)")
+            applied = conn.execute("SELECT value FROM ingest_meta WHERE key = 'schema_sha256'").fetchone()
+            if applied and applied[0] == version:
+                return
+            with conn.transaction():
+                conn.execute(ddl)
+                with conn.cursor() as cur:
+                    cur.executemany("INSERT INTO qualities VALUES (%s, %s) ON CONFLICT (code) DO UPDATE SET name = "
+                                    "EXCLUDED.name", [(int(q), q.name.lower()) for q in Quality])
+                conn.execute("INSERT INTO ingest_meta VALUES ('schema_sha256', %s) ON CONFLICT (key) DO UPDATE SET "
+                             "value = EXCLUDED.value", (version,))
+            self.log.info("schema_applied", sha256=version[:12])
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
@@ -156,7 +167,7 @@ class Store:
                 self._load_partitions()
                 raise NeedPartitions(set()) from None
             error = f"database refused it: {exc}"
-        except psycopg.OperationalError:
+        except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except psycopg.Error as exc:
             error = f"database refused it: {type(exc).__name__}: {exc}"

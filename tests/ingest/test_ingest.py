@@ -150,3 +150,30 @@ def test_two_instances_share_the_telemetry_and_each_batch_is_stored_once(
     assert a.writer.outcomes["stored"] + b.writer.outcomes["stored"] == 40
     assert a.writer.outcomes["stored"] > 0 and b.writer.outcomes["stored"] > 0
     assert count(dsn, "samples") == 40 * 6
+
+
+def test_an_ack_from_an_earlier_connection_is_not_sent_and_the_message_comes_again(broker: Any) -> None:
+    """Packet ids belong to a connection: after a reconnect the old id is not acknowledged
+    (it might name another message now); the broker redelivers the unacknowledged message."""
+    import queue
+
+    from agent import log as logging_setup
+    from ingest.subscriber import BrokerSettings, Delivery, Subscriber
+
+    inbox: queue.Queue[Delivery] = queue.Queue()
+    sub = Subscriber(BrokerSettings(port=broker.port, client_id="ingest-gen", keepalive=5), inbox.put,
+                     logging_setup.get("test"))
+    sub.start()
+    gateway = Gateway(broker.port)
+    try:
+        assert wait_until(sub.connected.is_set, 10)
+        gateway.publish(f"{BASE}/telemetry", b"first")
+        first = inbox.get(timeout=10)
+        broker.restart()  # the connection drops; the session (and the unacknowledged message) persist
+        again = inbox.get(timeout=30)
+        assert again.payload == b"first" and again.generation > first.generation
+        assert sub.ack(first) is False
+        assert sub.ack(again) is True
+    finally:
+        gateway.close()
+        sub.stop()
