@@ -21,12 +21,13 @@ from psycopg import sql
 
 from agent.codec import FormatError, Header, WireSchema, decode, decode_header
 from agent.types import Quality
-from ingest.rows import (BadMessage, LostSpan, SeriesRef, Topic, check_times, event_lost_spans, header_lost_spans,
+from ingest.rows import (BadMessage, LostSpan, SampleColumns, SeriesRef, Topic, check_times, event_lost_spans, header_lost_spans,
                          parse_event, parse_status, parse_topic, sample_columns)
 
 MIGRATION_LOCK = 0x6564_6765  # advisory lock ids: schema migration, partition creation
 PARTITION_LOCK = 0x6564_6766
 EPOCH = dt.date(1970, 1, 1)
+UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 DECODE_ERRORS = (FormatError, IndexError, KeyError, TypeError, ValueError, OverflowError, AttributeError)
 
 
@@ -244,13 +245,19 @@ class Store:
         if fresh is None:
             return "duplicate"
         if len(columns):
-            conn.execute(
-                "INSERT INTO samples (series_id, ts, value, text, quality, detail) "
-                "SELECT s, timestamptz 'epoch' + t * interval '1 millisecond', v, x, q, d FROM unnest("
-                "%s::int4[], %s::int8[], %s::float8[], %s::text[], %s::int2[], %s::int4[]) AS u(s, t, v, x, q, d)",
-                (columns.series, columns.ts_ms, columns.value, columns.text, columns.quality, columns.detail))
+            self._copy_samples(columns)
         self._lost(header.gateway, header_lost_spans(header))
         return "stored"
+
+    def _copy_samples(self, columns: SampleColumns) -> None:
+        """Binary COPY: about half the CPU of INSERT ... unnest(arrays), on both sides."""
+        stamps = {ms: UTC_EPOCH + dt.timedelta(milliseconds=ms) for ms in set(columns.ts_ms)}  # few per batch
+        with self._conn().cursor() as cur, cur.copy(
+                "COPY samples (series_id, ts, value, text, quality, detail) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "timestamptz", "float8", "text", "int2", "int4"])
+            for series, ms, value, text, quality, detail in zip(columns.series, columns.ts_ms, columns.value,
+                                                                columns.text, columns.quality, columns.detail):
+                copy.write_row((series, stamps[ms], value, text, quality, detail))
 
     def _schema(self, topic: Topic, message: Message) -> str:
         try:

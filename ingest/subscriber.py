@@ -82,6 +82,7 @@ class Subscriber:
         self.log = log
         self.generation = 0
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the SUBACK of this connection's subscriptions came
         self.received: Counter[str] = Counter()  # messages handed over, by topic leaf
         self._lock = threading.Lock()  # generation changes vs. acks being sent
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
@@ -93,6 +94,7 @@ class Subscriber:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(0.2, 10)
         self.client = client
 
@@ -128,14 +130,23 @@ class Subscriber:
         with self._lock:
             self.generation += 1
             self.connected.set()
+            self.subscribed.clear()
         client.subscribe(subscriptions(self.settings.prefix, self.settings.group, self.settings.shared))
         self.log.info("broker_connected", host=self.settings.host, port=self.settings.port,
                       session_present=bool(flags.session_present), generation=self.generation)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            self.log.error("subscription_refused", reasons=refused, note="check the broker's ACL for this client")
+            return
+        self.subscribed.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         with self._lock:
             self.generation += 1
             self.connected.clear()
+            self.subscribed.clear()
         self.log.warning("broker_disconnected", reason=str(reason))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:

@@ -65,7 +65,7 @@ def start_ingest(dsn: str, broker: Broker) -> Iterator[Callable[..., Ingest]]:
     def start(**broker_overrides: Any) -> Ingest:
         service = Ingest(ingest_settings(dsn, broker.port, **broker_overrides)).start()
         started.append(service)
-        assert wait_until(service.subscriber.connected.is_set, 10) and wait_until(service.writer.db_up.is_set, 20)
+        assert wait_until(service.subscriber.subscribed.is_set, 10) and wait_until(service.writer.db_up.is_set, 20)
         return service
 
     yield start

@@ -166,7 +166,7 @@ def test_an_ack_from_an_earlier_connection_is_not_sent_and_the_message_comes_aga
     sub.start()
     gateway = Gateway(broker.port)
     try:
-        assert wait_until(sub.connected.is_set, 10)
+        assert wait_until(sub.subscribed.is_set, 10)
         gateway.publish(f"{BASE}/telemetry", b"first")
         first = inbox.get(timeout=10)
         broker.restart()  # the connection drops; the session (and the unacknowledged message) persist

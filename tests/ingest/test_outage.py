@@ -41,7 +41,7 @@ def test_database_outage_acknowledges_nothing_and_loses_nothing(own_cluster: Dev
     _, schema, _ = vector("basic")
     first = Ingest(ingest_settings(dsn, broker.port)).start()
     try:
-        assert wait_until(first.writer.db_up.is_set, 20) and wait_until(first.subscriber.connected.is_set, 10)
+        assert wait_until(first.writer.db_up.is_set, 20) and wait_until(first.subscriber.subscribed.is_set, 10)
         gateway.publish(f"{BASE}/schema", schema, retain=True)
         gateway.publish(f"{BASE}/telemetry", batch(1))
         assert wait_until(lambda: count(dsn, "batches") == 1, 20)
@@ -68,7 +68,7 @@ def test_the_ingest_recovers_when_the_database_returns(own_cluster: DevCluster, 
     _, schema, _ = vector("basic")
     service = Ingest(ingest_settings(dsn, broker.port)).start()
     try:
-        assert wait_until(service.writer.db_up.is_set, 20)
+        assert wait_until(service.writer.db_up.is_set, 20) and wait_until(service.subscriber.subscribed.is_set, 10)
         gateway.publish(f"{BASE}/schema", schema, retain=True)
         own_cluster.stop("immediate")  # like a crash of the database server
         for seq in range(1, 6):
