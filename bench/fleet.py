@@ -353,7 +353,8 @@ def _capacity(rig: Rig, tpl: Template, schemas: dict[str, WireSchema], per_batch
     ingest_cpu, pg_cpu, broker_cpu, wall = meter.stop()
     values = len(rig.gateways) * size.batches * per_batch
     stored_values = int(rig.scalar("SELECT count(*) FROM samples"))
-    disk = (_db_bytes(rig) - size_before) / values
+    parts = [(b - a) / values for a, b in zip(size_before, _db_bytes(rig), strict=True)]
+    disk = sum(parts)
     msgs = rig.fleet.acked - acked_before
     full_values = FULL_FLEET[0] * FULL_FLEET[1] * FULL_FLEET[2] / FULL_FLEET[3]
     ingest_us = ingest_cpu / values * 1e6
@@ -376,8 +377,8 @@ def _capacity(rig: Rig, tpl: Template, schemas: dict[str, WireSchema], per_batch
         Figure("fleet: broker msgs/s (msgpack batches)", msgs / wall, "msgs/s",
                note=f"{per_batch} values per message; full fleet: {FULL_FLEET[0] / FULL_FLEET[3]:.0f} msgs/s"),
         Figure("fleet: disk bytes per stored value", disk, "B/value", 64.0,
-               note="samples row + (series, ts) index + BRIN + batches row, after the run (no VACUUM); "
-                    "target: 200,000 values/s under 1.1 TB a day"),
+               note=f"samples rows {parts[0]:.1f} + their indexes {parts[1]:.1f} ((series, ts) b-tree, BRIN) + "
+                    f"batches {parts[2]:.1f}; target: 200,000 values/s under 1.1 TB a day"),
         Figure("fleet: ingest instances for the full fleet", instances, "instances", 10.0,
                note=f"1,000 x 50 x 40 every 10 s = {full_values:,.0f} values/s x {ingest_us:.1f} us / 0.7 of a core; "
                     "target: 10"),
@@ -570,9 +571,11 @@ def _with_json_baseline(figures: list[Figure]) -> list[Figure]:
     return out
 
 
-def _db_bytes(rig: Rig) -> int:
-    return int(rig.scalar("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('samples')"
-                          " WHERE isleaf") or 0) + int(rig.scalar("SELECT pg_total_relation_size('batches')") or 0)
+def _db_bytes(rig: Rig) -> tuple[int, int, int]:
+    """(samples heap, samples indexes, batches table with its indexes) in bytes."""
+    heap, indexes = rig.db.execute("SELECT coalesce(sum(pg_table_size(relid)), 0), coalesce(sum(pg_indexes_size(relid)), 0)"
+                                   " FROM pg_partition_tree('samples') WHERE isleaf").fetchone()  # type: ignore[misc]
+    return int(heap), int(indexes), int(rig.scalar("SELECT pg_total_relation_size('batches')") or 0)
 
 
 def main() -> int:
