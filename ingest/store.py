@@ -158,19 +158,23 @@ class Store:
         """Run `handle` in a savepoint; a message that is bad, or that the database refuses, is
         quarantined instead. Connection failures and missing partitions abort the chunk."""
         conn = self._conn()
+        mark = len(self._on_commit)  # cache updates of a rolled-back savepoint must not happen
         try:
             with conn.transaction():  # a savepoint
                 return handle()
         except BadMessage as exc:
+            del self._on_commit[mark:]
             error = str(exc)
         except psycopg.errors.CheckViolation as exc:
             if "no partition" in str(exc):  # a partition vanished under the cache (retention dropped it)
                 self._load_partitions()
                 raise NeedPartitions(set()) from None
+            del self._on_commit[mark:]
             error = f"database refused it: {exc}"
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except psycopg.Error as exc:
+            del self._on_commit[mark:]
             error = f"database refused it: {type(exc).__name__}: {exc}"
         self.quarantine(message, error)
         return "quarantined"

@@ -111,6 +111,11 @@ def test_bad_input_is_quarantined_with_its_reason_and_blocks_nothing(
     refused = query(dsn, "SELECT error FROM quarantine WHERE error LIKE 'database refused%'")
     assert len(refused) == 1 and "0x00" in refused[0][0]
     assert service.writer.outcomes["quarantined"] == 6
+    # a gateway whose first message was quarantined is still registered by its first good one
+    gateway.publish("park/guian-ftz/gw-other/schema", WireSchema("gw-other", nul_schema.devices).to_json())
+    assert wait_until(lambda: count(dsn, "schemas") == 3, 20)
+    assert query(dsn, "SELECT gateway, site FROM gateways ORDER BY gateway") == [
+        ("gw-guian-01", "guian-ftz"), ("gw-other", "guian-ftz")]
 
 
 def test_events_once_with_lost_spans_and_retained_status_and_schema(
