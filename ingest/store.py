@@ -176,6 +176,12 @@ class Store:
         except psycopg.Error as exc:
             del self._on_commit[mark:]
             error = f"database refused it: {type(exc).__name__}: {exc}"
+        except NeedPartitions:
+            raise
+        except Exception as exc:  # a defect here must not make a message that crashes us at every restart
+            del self._on_commit[mark:]
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            self.log.exception("ingest_defect", topic=message.topic)
         self.quarantine(message, error)
         return "quarantined"
 

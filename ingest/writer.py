@@ -41,13 +41,18 @@ class Writer(threading.Thread):
         self.stopping.set()
 
     def run(self) -> None:
-        self._until_connected()
-        while not self.stopping.is_set():
-            deliveries = self._take()
-            if deliveries and self._store(deliveries):
-                for delivery in deliveries:
-                    self.ack(delivery)
-        self.store.close()
+        try:
+            self._until_connected()
+            while not self.stopping.is_set():
+                deliveries = self._take()
+                if deliveries and self._store(deliveries):
+                    for delivery in deliveries:
+                        self.ack(delivery)
+        except BaseException:
+            self.log.exception("writer_failed", note="nothing unstored was acknowledged")
+            raise
+        finally:
+            self.store.close()
 
     def _take(self) -> list[Delivery]:
         try:
