@@ -6,11 +6,19 @@ import argparse
 import json
 import sys
 
-from bench import buffer, bus, daemon, fleet, outage, payload, planner, throughput
+from bench import buffer, bus, daemon, outage, payload, planner, throughput
 from bench.report import Figure
 
+
+def _fleet(quick: bool = False) -> list[Figure]:
+    """Imported on use: it needs the ingest extra (psycopg), the other suites do not."""
+    from bench import fleet
+
+    return fleet.run(quick=quick)
+
+
 SUITES = {"planner": planner.run, "bus": bus.run, "payload": payload.run, "buffer": buffer.run, "outage": outage.run,
-          "daemon": daemon.run, "throughput": throughput.run, "fleet": fleet.run}
+          "daemon": daemon.run, "throughput": throughput.run, "fleet": _fleet}
 
 
 def main() -> int:

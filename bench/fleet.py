@@ -375,7 +375,9 @@ def _capacity(rig: Rig, tpl: Template, schemas: dict[str, WireSchema], per_batch
         Figure("fleet: broker CPU per value (msgpack batches)", broker_cpu / values * 1e6, "us/value",
                note=f"{broker_cpu:.2f} CPU s"),
         Figure("fleet: broker msgs/s (msgpack batches)", msgs / wall, "msgs/s",
-               note=f"{per_batch} values per message; full fleet: {FULL_FLEET[0] / FULL_FLEET[3]:.0f} msgs/s"),
+               note=f"{per_batch} values per message; full fleet: {FULL_FLEET[0] / FULL_FLEET[3]:.0f} msgs/s; "
+                    f"baseline: ThingsBoard JSON, one message per meter: {msgs / wall * size.meters:.0f} msgs/s here, "
+                    f"{FULL_FLEET[0] * FULL_FLEET[1] / FULL_FLEET[3]:.0f} for the full fleet"),
         Figure("fleet: disk bytes per stored value", disk, "B/value", 64.0,
                note=f"samples rows {parts[0]:.1f} + their indexes {parts[1]:.1f} ((series, ts) b-tree, BRIN) + "
                     f"batches {parts[2]:.1f}; target: 200,000 values/s under 1.1 TB a day"),
