@@ -452,7 +452,7 @@ def _json(rig: Rig, tpl: Template, schemas: dict[str, WireSchema], per_batch: in
                note=f"baseline: ThingsBoard JSON {json_bytes / per_batch:.1f} B/value "
                     f"({json_bytes / mp_bytes:.1f}x larger)"),
         Figure("fleet: broker CPU per value, ThingsBoard JSON", broker_cpu / values * 1e6, "us/value",
-               note=f"the baseline of the msgpack figure ({mp_broker or float('nan'):.2f} us/value); "
+               note=f"the baseline of the msgpack figure ({float('nan') if mp_broker is None else mp_broker:.2f} us/value); "
                     f"{len(messages) // polls} messages per gateway and poll instead of 1, {expected / wall:.0f} msgs/s"),
         Figure("fleet: decode to rows, msgpack (CPU per value)", mp_decode * 1e6, "us/value", json_decode * 1e6,
                note=f"agent.codec.decode + ingest.rows; baseline: JSON {json_decode * 1e6:.2f} us/value "
