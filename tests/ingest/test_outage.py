@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
@@ -142,3 +143,28 @@ def test_broker_restart_with_batches_sent_before_the_ingest_is_back(dsn: str, br
         assert wait_until(lambda: count(dsn, "batches") == 6, 30), count(dsn, "batches")
     finally:
         again.close()
+
+
+def test_while_the_database_is_away_the_broker_holds_all_but_receive_maximum(own_cluster: DevCluster, broker: Broker,
+                                                                             gateway: Gateway) -> None:
+    """Back-pressure: with nothing acknowledged, the broker sends at most ReceiveMaximum
+    messages; the rest wait in the session (not in the ingest's memory) and come when the
+    database is back."""
+    logging_setup.configure(json_lines=True)
+    dsn = own_cluster.dsn()
+    _, schema, _ = vector("basic")
+    service = Ingest(ingest_settings(dsn, broker.port, receive_maximum=3)).start()
+    try:
+        assert wait_until(service.writer.db_up.is_set, 20) and wait_until(service.subscriber.subscribed.is_set, 10)
+        gateway.publish(f"{BASE}/schema", schema, retain=True)
+        assert wait_until(lambda: count(dsn, "schemas") == 1, 20)
+        own_cluster.stop()
+        for seq in range(1, 11):
+            gateway.publish(f"{BASE}/telemetry", batch(seq))  # each one PUBACKed by the broker
+        assert wait_until(lambda: service.subscriber.received["telemetry"] == 3, 20)
+        time.sleep(1.0)  # room for a broker that ignored the limit to send more (it can only be caught, not faked)
+        assert service.subscriber.received["telemetry"] == 3
+        own_cluster.start()
+        assert wait_until(lambda: count(dsn, "batches") == 10, 60), count(dsn, "batches")
+    finally:
+        service.stop()
