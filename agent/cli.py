@@ -140,6 +140,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=".", help="where the report and PNG timelines go (default: here)")
     p.set_defaults(func=cmd_hil)
 
+    p = sub.add_parser("ingest", help="the platform end: store every gateway's batches in PostgreSQL "
+                                      "(needs edge-agent[ingest])")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:1883 or mqtts://host:8883")
+    p.add_argument("--db", default=None, help="PostgreSQL connection string (default: $EDGE_INGEST_DB, "
+                                              "then libpq's PG* variables)")
+    p.add_argument("--prefix", default="park", help="topic prefix of the gateways (default park)")
+    p.add_argument("--group", default="ingest", help="shared-subscription group of the instances (default ingest)")
+    p.add_argument("--exclusive", action="store_true",
+                   help="ordinary instead of shared subscriptions: one instance only, but safe over restarts of a "
+                        "broker that does not keep shared subscriptions (mosquitto 2.0; see docs/platform.md)")
+    p.add_argument("--client-id", default=None, help="MQTT client id, stable per instance (default ingest-HOSTNAME)")
+    p.add_argument("--session-expiry", type=int, default=7 * 86400,
+                   help="s the broker keeps this instance's session and messages while it is away (default 7 days)")
+    p.add_argument("--receive-maximum", type=int, default=1000, help="unacknowledged messages in flight (default 1000)")
+    p.add_argument("--chunk", type=int, default=200, help="messages per database transaction at most (default 200)")
+    p.add_argument("--username", default=None)
+    p.add_argument("--password-file", default=None, help="file holding the MQTT password (never logged)")
+    p.add_argument("--ca-file", default=None)
+    p.add_argument("--cert-file", default=None)
+    p.add_argument("--key-file", default=None)
+    p.add_argument("--migrate-only", action="store_true", help="create or update the tables and views, then exit")
+    p.set_defaults(func=cmd_ingest)
+
     p = sub.add_parser("demo", help="a simulated park read by the real agent through a real broker, shown live")
     p.add_argument("--once", action="store_true", help="stop after 60 readings (or 20 s)")
     p.set_defaults(func=cmd_demo)
@@ -419,6 +442,20 @@ def cmd_hil(args: argparse.Namespace) -> int:
     from hil.main import main as hil_main
 
     return hil_main(args.scenarios, args.quick, Path(args.out))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    try:
+        from ingest.main import UsageError, run
+    except ImportError as exc:  # a gateway install: psycopg (the ingest extra) is not there
+        print(f"error: `edge-agent ingest` needs the ingest extra ({exc}).\n"
+              "install it with: pip install 'edge-agent[ingest]'", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    try:
+        return run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

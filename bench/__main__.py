@@ -33,5 +33,14 @@ def main() -> int:
     return 0
 
 
+def _fleet(quick: bool = False) -> list[Figure]:
+    """Imported on use: it needs the ingest extra (psycopg), the other suites do not."""
+    from bench import fleet
+
+    return fleet.run(quick=quick)
+
+
+SUITES["fleet"] = _fleet  # registered down here, before main() reads SUITES
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine or an existing one: OS packages the tests need
-# (socat for pseudo-terminal RS-485 lines, mosquitto for the broker tests), then a virtualenv
+# (socat for pseudo-terminal RS-485 lines, mosquitto for the broker tests, postgresql for the ingest tests), then a virtualenv
 # in .venv with the agent and its test dependencies. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,14 +8,21 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# PostgreSQL server binaries for the ingest tests (each run starts a private cluster with initdb/pg_ctl);
+# Debian keeps them in /usr/lib/postgresql/<version>/bin, off the PATH
+command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-    # the Debian package starts a system broker on 1883; the tests start their own on free ports
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+    # the Debian packages start a system broker on 1883 and a system cluster on 5432; the tests
+    # start their own on free ports
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now mosquitto >/dev/null 2>&1 || true
+      systemctl disable --now postgresql >/dev/null 2>&1 || true
+    fi
   else
     echo "bootstrap: please install ${need_apt[*]} (sudo apt-get install ${need_apt[*]})" >&2
     exit 1

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set up what is missing, run the test suite, then the quick HIL scenario set
+# The test command: set up what is missing, run the test suite (tests/: the agent, and tests/ingest: the
+# platform end against a private PostgreSQL cluster and a real mosquitto), then the quick HIL scenario set
 # (a simulated park end to end; report and PNG timelines land in the current directory).
 # Extra arguments go to pytest, e.g. `scripts/test.sh --long` for full-length soaks;
 # SKIP_HIL=1 skips the HIL run; `edge-agent hil` without --quick runs the long versions.
