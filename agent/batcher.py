@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from agent.codec import Batch, Group, Header, WireSchema, encode
 from agent.types import Quality, Reading, Value
 
+
 @dataclass(frozen=True)
 class Sealed:
     batch: Batch

@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-20 or 1,2,11")
     p.add_argument("--profile", default=None, help="DL/T 645 / CJ/T 188 lines: the profile to read the meters with")
     p.add_argument("--addresses", default=None, help="DL/T 645 / CJ/T 188 lines: a file of meter addresses to try, "
-                                                     "one per line (default: DL/T 645 shortened-address search; CJ/T 188 read-address, one meter alone)")
+                                                     "one per line (default: DL/T 645 shortened-address search; "
+                                                     "CJ/T 188 read-address, one meter alone)")
     p.add_argument("--timeout", type=float, default=0.3, help="seconds per unit (default 0.3)")
     p.add_argument("--rate", type=float, default=10.0, help="unit ids tried per second at most (default 10)")
     p.add_argument("--bus-name", default="line1", help="bus name for the printed device blocks")

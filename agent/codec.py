@@ -161,11 +161,11 @@ def _encode_column(values: Sequence[Value], info: PointInfo) -> list[object]:
         if value is None:
             out.append(None)
             continue
-        scaled = value * scale if info.exp >= 0 else value / 10 ** -info.exp  # type: ignore[operator]
+        scaled = value * scale if info.exp >= 0 else value / 10 ** -info.exp
         as_int = round(scaled)
         if isinstance(value, bool) or not math.isfinite(scaled) or abs(as_int) >= 2**62 \
                 or abs(scaled - as_int) > 0.5:
-            out.append(float(value))  # type: ignore[arg-type]
+            out.append(float(value))
             last = None
             continue
         out.append(as_int if last is None else as_int - last)
@@ -216,8 +216,8 @@ def decode(payload: bytes, schema: WireSchema) -> Iterator[DecodedReading]:
     if header.schema_id != schema.id:
         raise FormatError(f"batch uses schema {header.schema_id}, this schema is {schema.id}")
     for device_index, groups in devices:  # type: ignore[misc]
-        device = schema.devices[device_index]
-        for point_indexes, ts_deltas, columns, issues in groups:
+        device = schema.devices[device_index]  # type: ignore[has-type]
+        for point_indexes, ts_deltas, columns, issues in groups:  # type: ignore[has-type]
             stamps = _undelta(ts_deltas, header.t0)
             problems = {(row, col): (q, d) for row, col, q, d in issues}
             for col, (point_index, column) in enumerate(zip(point_indexes, columns, strict=True)):
@@ -294,7 +294,7 @@ def split(payload: bytes, max_bytes: int, next_key: Callable[[], tuple[int, int]
     header, devices = decode_header(payload)
     pieces: list[list[object]] = []
     for device_index, groups in devices:  # type: ignore[misc]
-        pieces += [[device_index, [group]] for group in groups]
+        pieces += [[device_index, [group]] for group in groups]  # type: ignore[has-type]
     parts: list[list[object]] = []
     for piece in pieces:
         candidate = _merge(parts[-1], piece) if parts else None
@@ -305,7 +305,7 @@ def split(payload: bytes, max_bytes: int, next_key: Callable[[], tuple[int, int]
     out = []
     for index, part in enumerate(parts):
         epoch, seq = next_key()
-        readings = sum(len(group[0]) * len(group[1]) for _, groups in part for group in groups)  # type: ignore[misc]
+        readings = sum(len(group[0]) * len(group[1]) for _, groups in part for group in groups)  # type: ignore[misc, has-type]
         body = _pack(replace(header, epoch=epoch), part, seq, header.dropped_new if index == 0 else 0)
         out.append(Part(epoch, seq, body, readings))
     return out
@@ -314,7 +314,7 @@ def split(payload: bytes, max_bytes: int, next_key: Callable[[], tuple[int, int]
 def _merge(part: list[object], piece: list[object]) -> list[object]:
     merged = [list(d) for d in part]  # type: ignore[call-overload]
     if merged and merged[-1][0] == piece[0]:
-        merged[-1] = [piece[0], [*merged[-1][1], *piece[1]]]  # type: ignore[list-item]
+        merged[-1] = [piece[0], [*merged[-1][1], *piece[1]]]  # type: ignore[misc]
     else:
         merged.append(piece)
     return merged

@@ -4,6 +4,8 @@ onto these at their one seam, so nothing above a seam catches a third-party exce
     AgentError
     ├── ConfigError          bad YAML, unknown key, unknown profile: carries every Problem at once
     ├── BusError             the transport could not be opened or broke (reconnect with backoff)
+    ├── BrokerError          the MQTT broker cannot be reached (TCP, TLS, no answer): retry with backoff
+    │   └── BrokerRefused    it answered and refused the connection (CONNACK reason code)
     ├── StorageError         the durable ring cannot do its job
     │   ├── BufferLocked     another agent holds the buffer directory
     │   ├── BufferIOError    the disk failed (EIO, ENOSPC, read-only): the store falls back to memory
@@ -47,6 +49,14 @@ class ConfigError(AgentError):
 
 class BusError(AgentError):
     """The bus (serial port or TCP connection) is not usable right now."""
+
+
+class BrokerError(AgentError):
+    """The MQTT broker cannot be reached, or the connection to it failed."""
+
+
+class BrokerRefused(BrokerError):
+    """The broker refused the connection (its CONNACK reason: bad credentials, client id, protocol)."""
 
 
 class StorageError(AgentError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -12,7 +13,7 @@ import structlog
 SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "key_password"})
 
 
-def _drop_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
         if key.lower() in SECRET_KEYS:
             event[key] = "***"

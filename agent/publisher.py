@@ -1,14 +1,14 @@
-"""MQTT delivery (paho-mqtt 2.x behind this one module): sessions, the in-flight window, PUBACKs.
+"""MQTT delivery: sessions, the in-flight window, PUBACKs. The decisions are `DeliveryCore`'s
+(agent/delivery.py, sans I/O); paho is behind `agent.mqtt.Connection`; this module joins them to
+the spool.
 
-Threading model: paho runs its network loop in its own thread; its callbacks only hand events to
-the asyncio loop (`call_soon_threadsafe`), never touch our state and never take our locks. All
-decisions (what to publish, what an acknowledgement means, when to reconnect) happen on the
-asyncio loop, so a PUBACK is always processed after the `publish()` call that produced its mid
-has returned and been recorded.
+Threads: everything here runs on the event loop. paho's callbacks reach it through the
+connection (`call_soon_threadsafe`), so a PUBACK is always processed after the `publish()` call
+that produced its packet id has returned and been recorded.
 
 Each connection gets a fresh paho client: paho's own offline queue and resend-on-reconnect are
-never used (its queue drops the newest when full, paho #856); what was not acknowledged is in our
-buffer and is published again from there. At most `window` messages are ever in flight.
+never used (its queue drops the newest when full); what was not acknowledged is in our buffer and
+is published again from there. At most `window` telemetry messages are ever in flight.
 
 A failed PUBACK (MQTT 5 reason code >= 0x80, e.g. 0x87 not authorized) is not an acknowledgement:
 the batch is kept, an event is raised and publishing backs off. An acknowledgement that does not
@@ -19,34 +19,39 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from agent.buffer.ring import SealedBatch
 from agent.buffer.spool import Spool
 from agent.codec import compress, set_historical, split
+from agent.delivery import DeliveryCore
+from agent.errors import BrokerError, BrokerRefused
+from agent.events import (
+    AckTimeout,
+    BatchSplit,
+    BrokerDisconnected,
+    BrokerUnreachable,
+    DataDropped,
+    Event,
+    ProtocolFallback,
+    PublisherError,
+    PublishRefused,
+)
 from agent.metrics import PublisherStats
-from agent.events import (AckTimeout, BatchSplit, BrokerDisconnected, BrokerUnreachable, DataDropped, Event,
-                          ProtocolFallback, PublisherError, PublishRefused)
+from agent.mqtt import Connection, Endpoint
 from agent.threads import confine, confined
 
 MAX_EVENTS_KEPT = 1000
 CONTROL_SLOTS = 8  # paho slots beyond the telemetry window for status, schema, events and metrics
 EVENTS_PER_ROUND = 4
-LIVE_RESERVE = 2  # window slots the backlog leaves free for live batches
 PACKET_OVERHEAD = 16  # fixed header, length bytes, packet id, property length of a QoS 1 PUBLISH
+CONNECT_LIMIT = 30.0  # s a connection attempt may take (a black-holed path must not hold us longer)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,10 @@ class BrokerSettings:
     def __repr__(self) -> str:
         return f"BrokerSettings({self.host}:{self.port} tls={self.tls} client_id={self.client_id})"
 
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.host, self.port, self.tls, self.client_id, self.username, self.password, self.ca_file,
+                        self.cert_file, self.key_file, self.keepalive)
+
     @classmethod
     def from_config(cls, mqtt_config: Any, gateway: str, site: str) -> BrokerSettings:
         url = urlsplit(mqtt_config.url)
@@ -89,22 +98,11 @@ class BrokerSettings:
 
 
 @dataclass
-class _InFlight:
-    seq: int
-    sent_at: float
-    from_disk: bool
-
-
-@dataclass
 class _Session:
-    client: mqtt.Client
-    connected: asyncio.Future[Any]
-    lost: asyncio.Event = field(default_factory=asyncio.Event)
-    inflight: dict[int, _InFlight] = field(default_factory=dict)  # mid -> batch
-    event_flights: dict[int, int] = field(default_factory=dict)  # mid -> id of a stored event
+    link: Connection
+    event_flights: dict[int, int]  # packet id -> id of a stored event
     event_cursor: int = 0  # stored events up to this id have been sent in this session
     stored_events_sent: bool = False  # every stored event has been sent once in this session
-    max_packet: int | None = None
 
 
 class Publisher:
@@ -118,20 +116,16 @@ class Publisher:
         self.status = status
         self.schema_json = schema_json
         self.clock = clock
+        self.core = DeliveryCore(settings.window, settings.drain_rate, settings.ack_timeout, settings.backoff_min,
+                                 settings.backoff_max)
         self.stats = PublisherStats()
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS_KEPT)
-        self._latest: dict[str, str] = {}  # topic leaf -> JSON to publish once (metrics, schema updates)
+        self._latest: dict[str, str] = {}  # topic leaf -> JSON to publish once (metrics)
         self._wake = asyncio.Event()
-        self._stopping = False
-        self._failures = 0
-        self._pause_until = 0.0
-        self._refusals = 0
+        self._stop = asyncio.Event()
         self._session: _Session | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._backlog_cursor = 0
         self._store_generation = 0
-        self._tokens = 0.0
-        self._protocol = MQTTProtocolVersion.MQTTv5
+        self._mqtt5 = True
         self.connected = asyncio.Event()
 
     # ------------------------------------------------------------------ public
@@ -161,185 +155,121 @@ class Publisher:
         self._latest[leaf] = json.dumps(payload)
         self._wake.set()
 
+    @confined
     def set_schema(self, schema_json: str) -> None:
         """A reload changed the schema: publish it retained before the batches that use it."""
         if schema_json != self.schema_json:
             self.schema_json = schema_json
             if self._session is not None and self.connected.is_set():
-                self._session.client.publish(self.topic("schema"), schema_json, qos=1, retain=True)
+                self._publish_quietly(self.topic("schema"), schema_json, retain=True)
+
+    @confined
+    def refresh_status(self) -> None:
+        """The status changed (the buffer fell back to memory, or came back): publish it again."""
+        if self._session is not None and self.connected.is_set():
+            self._publish_status()
 
     async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while not self._stop.is_set():
             try:
                 await self._one_session()
             except Exception as exc:  # noqa: BLE001 - the delivery loop must survive everything
                 self.event(PublisherError(f"{type(exc).__name__}: {exc}"))
-            if self._stopping:
+            if self._stop.is_set():
                 break
-            self._failures += 1
-            delay = min(self.settings.backoff_max, self.settings.backoff_min * 2 ** (self._failures - 1))
-            await self._sleep(delay * random.uniform(0.5, 1.0))
+            try:  # back off; only stop() cuts it short (new batches wait in the buffer meanwhile)
+                await asyncio.wait_for(self._stop.wait(), timeout=self.core.reconnect_delay())
+            except TimeoutError:
+                pass
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Publish status offline (best effort) and close the session."""
+        """Publish status offline (best effort: its PUBACK is awaited) and close the session."""
         session = self._session
-        if session is not None and self.connected.is_set():  # the session stays up until this is acknowledged
+        if session is not None and self.connected.is_set():
             offline = json.dumps({"state": "offline", "reason": "shutdown"})
-            info = session.client.publish(self.topic("status"), offline, qos=1, retain=True)
-            deadline = time.monotonic() + timeout
-            while not info.is_published() and time.monotonic() < deadline and not session.lost.is_set():
-                await asyncio.sleep(0.01)
-        self._stopping = True
+            mid = self._publish_quietly(self.topic("status"), offline, retain=True)
+            if mid is not None:
+                await session.link.published(mid, timeout)
+        self._stop.set()
         self._wake.set()
         if session is not None:
-            await self._close(session)
+            await session.link.close()
 
     # ------------------------------------------------------------------ one connection
 
     async def _one_session(self) -> None:
-        assert self._loop is not None
-        session = self._connect_client()
-        self._session = session
+        will = (self.topic("status"), json.dumps({"state": "offline", "reason": "lost"}))
+        link = Connection(self.settings.endpoint(), self._on_ack, self._mqtt5, will,
+                          self.settings.window + CONTROL_SLOTS)
+        session = self._session = _Session(link, {})
         try:
-            limit = min(30.0, self.settings.ack_timeout)  # a black-holed path must not hold us for long
-            await asyncio.wait_for(asyncio.to_thread(self._open_socket, session.client), timeout=limit)
-            session.client.loop_start()
-            await asyncio.wait_for(session.connected, timeout=limit)
-        except (OSError, TimeoutError, ConnectionRefusedError) as exc:
-            await self._close(session)
-            self._note_down(f"cannot connect to {self.settings.host}:{self.settings.port}: {exc}")
-            return
-        except ConnectionError as exc:  # CONNACK refused
-            await self._close(session)
-            if self._protocol is MQTTProtocolVersion.MQTTv5 and "unsupported protocol" in str(exc).lower():
-                self._protocol = MQTTProtocolVersion.MQTTv311  # an old broker: PUBACKs carry no reason codes
+            await link.open(min(CONNECT_LIMIT, self.settings.ack_timeout))
+        except BrokerRefused as exc:
+            await link.close()
+            if self._mqtt5 and "unsupported protocol" in str(exc).lower():
+                self._mqtt5 = False  # an old broker: PUBACKs carry no reason codes
                 self.event(ProtocolFallback("3.1.1"))
+            self._note_down(f"broker refused the connection: {exc}")
+            return
+        except BrokerError as exc:
+            await link.close()
             self._note_down(str(exc))
             return
         self.stats.connects += 1
-        self._failures = 0
+        self.stats.protocol = "MQTT 5" if self._mqtt5 else "MQTT 3.1.1"
+        self.core.session_started(self.clock())
         self.connected.set()
-        self._backlog_cursor = 0
         self.spool.set_connected(True)
-        self._publish_retained(session)
+        self._publish_quietly(self.topic("schema"), self.schema_json, retain=True)
+        self._publish_status()
         try:
             await self._pump(session)
         finally:
             self.connected.clear()
             self.stats.disconnects += 1
+            if link.lost.is_set() and not self._stop.is_set():  # a failed attempt is not news:
+                self.event(BrokerDisconnected(link.lost_reason))  # `broker_unreachable` said it once per outage
             while self.events:  # not sent before the link went: to disk with the batches
                 self.spool.keep_event(json.dumps(self.events.popleft()))
             self.spool.set_connected(False)
-            await self._close(session)
+            await link.close()
             self._session = None
 
-    def _connect_client(self) -> _Session:
-        assert self._loop is not None
-        loop = self._loop
-        s = self.settings
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=self._protocol)
-        connected: asyncio.Future[Any] = loop.create_future()
-        session = _Session(client, connected)
-        if s.username:
-            client.username_pw_set(s.username, s.password)
-        if s.tls:
-            context = ssl.create_default_context(cafile=s.ca_file)
-            if s.cert_file:
-                context.load_cert_chain(s.cert_file, s.key_file)
-            client.tls_set_context(context)
-        client.will_set(self.topic("status"), json.dumps({"state": "offline", "reason": "lost"}), qos=1, retain=True)
-        client.max_inflight_messages_set(s.window + CONTROL_SLOTS)  # telemetry keeps to `window` itself
-        client.max_queued_messages_set(s.window + CONTROL_SLOTS)
-
-        def on_connect(_c: Any, _u: Any, _flags: Any, reason: Any, properties: Any) -> None:
-            max_packet = getattr(properties, "MaximumPacketSize", None) if properties else None
-            loop.call_soon_threadsafe(self._on_connect, session, reason, max_packet)
-
-        def on_disconnect(_c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
-            loop.call_soon_threadsafe(self._on_lost, session, str(reason))
-
-        def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
-            loop.call_soon_threadsafe(self._on_ack, session, mid, reason)
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_publish = on_publish
-        return session
-
-    def _open_socket(self, client: mqtt.Client) -> None:
-        if self._protocol is MQTTProtocolVersion.MQTTv311:
-            client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
-            return
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 0
-        client.connect(self.settings.host, self.settings.port, self.settings.keepalive, clean_start=True,
-                       properties=properties)
-
     @confined
-    def _on_connect(self, session: _Session, reason: Any, max_packet: int | None) -> None:
-        if session.connected.done():
-            return
-        if getattr(reason, "is_failure", False):
-            session.connected.set_exception(ConnectionError(f"broker refused the connection: {reason}"))
-        else:
-            session.max_packet = max_packet
-            self.stats.protocol = "MQTT 5" if self._protocol is MQTTProtocolVersion.MQTTv5 else "MQTT 3.1.1"
-            session.connected.set_result(True)
-
-    @confined
-    def _on_lost(self, session: _Session, reason: str) -> None:
-        connected = session.connected
-        established = connected.done() and not connected.cancelled() and connected.exception() is None
-        if not connected.done():
-            connected.set_exception(ConnectionError(f"connection closed before CONNACK: {reason}"))
-        session.lost.set()
-        self._wake.set()
-        if established and session is self._session and not self._stopping:  # a failed attempt is not news:
-            self.event(BrokerDisconnected(reason))  # `broker_unreachable` said it once per outage
-
-    @confined
-    def _on_ack(self, session: _Session, mid: int, reason: Any) -> None:
-        flight = session.inflight.pop(mid, None)
-        if flight is None:
-            event_id = session.event_flights.pop(mid, None)
-            if event_id is not None and not getattr(reason, "is_failure", False):
-                self.spool.event_acked(event_id)
-            return  # status, schema or live event messages, or a previous session's
-        if getattr(reason, "is_failure", False):
-            self.stats.refused += 1
-            self._refusals += 1
-            self.spool.refused(flight.seq)
-            self._backlog_cursor = min(self._backlog_cursor, flight.seq - 1)  # retried after the pause
-            delay = min(60.0, 2.0 ** min(self._refusals, 6))
-            self._pause_until = self.clock() + delay
-            self.event(PublishRefused(flight.seq, str(reason), delay))
-        else:
-            self._refusals = 0
+    def _on_ack(self, mid: int, ok: bool, reason: str) -> None:
+        session = self._session
+        flight = self.core.acked(mid) if ok else None
+        if flight is not None:
             self.stats.acked += 1
             self.spool.acked(flight.seq)
+        elif not ok and (refused := self.core.refused(mid, self.clock())) is not None:
+            flight, delay = refused
+            self.stats.refused += 1
+            self.spool.refused(flight.seq)
+            self.event(PublishRefused(flight.seq, reason, delay))
+        elif session is not None and ok and (event_id := session.event_flights.pop(mid, None)) is not None:
+            self.spool.event_acked(event_id)
         self._wake.set()
 
     # ------------------------------------------------------------------ the pump
 
     async def _pump(self, session: _Session) -> None:
         last_tick = self.clock()
-        while not self._stopping and not session.lost.is_set():
+        while not self._stop.is_set() and not session.link.lost.is_set():
+            self._wake.clear()  # before looking: a nudge from here on wakes the next wait
             now = self.clock()
-            if self._watchdog_fired(session, now):
+            if self.core.ack_overdue(now):
                 self.stats.watchdog_reconnects += 1
-                self.event(AckTimeout(self.settings.ack_timeout, len(session.inflight)))
+                self.event(AckTimeout(self.settings.ack_timeout, len(self.core.inflight)))
                 return
             self._report_drops()
             self._publish_events(session)
-            if now >= self._pause_until:
-                self._fill_window(session, now - last_tick)
+            backlog_waiting = self._fill_window(session, now)
             if now - last_tick >= 1.0:
                 self.spool.tick()
                 last_tick = now
-            self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=0.2)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.core.next_wakeup(now, backlog_waiting))
             except TimeoutError:
                 pass
 
@@ -350,77 +280,57 @@ class Publisher:
             self.event(DataDropped([loss.first_seq, loss.last_seq], loss.batches, loss.readings, loss.from_ms,
                                    loss.to_ms, self.spool.ring.dropped_total))
 
-    def _watchdog_fired(self, session: _Session, now: float) -> bool:
-        if not session.inflight:
-            return False
-        oldest = min(f.sent_at for f in session.inflight.values())
-        return now - oldest > self.settings.ack_timeout
-
-    def _fill_window(self, session: _Session, elapsed: float) -> None:
-        room = self.settings.window - len(session.inflight)
-        for batch in self.spool.take_live(limit=max(room, 0)):
-            self._send(session, batch, historical=False)
-            room -= 1
-        self._tokens = min(self.settings.drain_rate, self._tokens + elapsed * self.settings.drain_rate + 1)
-        room -= min(LIVE_RESERVE, self.settings.window - 1)  # the backlog never takes the last slots: live first
-        if room <= 0 or self._tokens < 1:
-            return
+    def _fill_window(self, session: _Session, now: float) -> bool:
+        """Live batches first, then the backlog as the drain rate allows. True if backlog may remain."""
+        for batch in self.spool.take_live(limit=self.core.live_room()):
+            self._send(session, batch, historical=False, now=now)
         if self.spool.ring.generation != self._store_generation:  # recovered or re-attached: from the start
-            self._store_generation, self._backlog_cursor = self.spool.ring.generation, 0
-        in_flight = {f.seq for f in session.inflight.values()}
-        for batch in self.spool.backlog(after=self._backlog_cursor):
-            if room <= 0 or self._tokens < 1:
-                break
-            self._backlog_cursor = batch.seq
+            self._store_generation, self.core.cursor = self.spool.ring.generation, 0
+        room = self.core.backlog_room(now)
+        if room <= 0:
+            return self.spool.ring.backlog > 0
+        in_flight = self.core.in_flight_seqs()
+        for batch in self.spool.backlog(after=self.core.cursor):
+            if room <= 0:
+                return True
             if batch.seq in in_flight:
+                self.core.skip(batch.seq)
                 continue
-            self._send(session, batch, historical=True)
+            self._send(session, batch, historical=True, now=now)
             room -= 1
-            self._tokens -= 1
+        return False
 
-    def _send(self, session: _Session, batch: SealedBatch, historical: bool) -> None:
-        if session.max_packet and len(batch.payload) + PACKET_OVERHEAD + len(self.topic("telemetry")) > session.max_packet:
-            self._split(session, batch)
+    def _send(self, session: _Session, batch: SealedBatch, historical: bool, now: float) -> None:
+        link = session.link
+        if link.max_packet and len(batch.payload) + PACKET_OVERHEAD + len(self.topic("telemetry")) > link.max_packet:
+            self._split(batch, link.max_packet)
             return
         payload = set_historical(batch.payload) if historical else batch.payload
         if self.settings.compress:
             payload = compress(payload)
-        info = session.client.publish(self.topic("telemetry"), payload, qos=1)
-        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho is full (should not happen): keep it for later
+        try:
+            mid = link.publish(self.topic("telemetry"), payload)
+        except BrokerError:
+            mid = None
+        if mid is None:  # paho is full or the link is gone: keep it for later
             self.spool.refused(batch.seq)
-            self._backlog_cursor = min(self._backlog_cursor, batch.seq - 1)
+            self.core.rewind(batch.seq)
             return
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            self.spool.refused(batch.seq)
-            session.lost.set()
-            return
-        session.inflight[info.mid] = _InFlight(batch.seq, self.clock(), historical)
+        self.core.sent(mid, batch.seq, historical, now)
         self.stats.published += 1
         self.stats.historical += historical
 
-    def _split(self, session: _Session, batch: SealedBatch) -> None:
+    def _split(self, batch: SealedBatch, max_packet: int) -> None:
         """Replace a batch the broker would refuse for its size by smaller ones (sent from disk)."""
-        assert session.max_packet is not None
-        limit = session.max_packet - PACKET_OVERHEAD - len(self.topic("telemetry"))
+        limit = max_packet - PACKET_OVERHEAD - len(self.topic("telemetry"))
         parts = [SealedBatch(part.seq, part.payload, part.readings, batch.t_first, batch.t_last)
                  for part in split(batch.payload, limit, self.spool.ring.allocate)]
         self.spool.replace(batch.seq, parts)
-        self._backlog_cursor = 0
-        self.event(BatchSplit(batch.seq, [p.seq for p in parts], session.max_packet))
+        self.core.cursor = 0
+        self.event(BatchSplit(batch.seq, [p.seq for p in parts], max_packet))
 
-    def _publish_retained(self, session: _Session) -> None:
-        session.client.publish(self.topic("schema"), self.schema_json, qos=1, retain=True)
-        self._publish_status(session)
-
-    @confined
-    def refresh_status(self) -> None:
-        """The status changed (the buffer fell back to memory, or came back): publish it again."""
-        if self._session is not None and self.connected.is_set():
-            self._publish_status(self._session)
-
-    def _publish_status(self, session: _Session) -> None:
-        session.client.publish(self.topic("status"), json.dumps({"state": "online", **self.status()}), qos=1,
-                               retain=True)
+    def _publish_status(self) -> None:
+        self._publish_quietly(self.topic("status"), json.dumps({"state": "online", **self.status()}), retain=True)
 
     def _publish_events(self, session: _Session) -> None:
         """A few events per round (they share the control slots): first those kept on disk while
@@ -429,36 +339,28 @@ class Publisher:
         if not session.stored_events_sent:
             stored = self.spool.stored_events(after=session.event_cursor, limit=quota)
             for event_id, body in stored:
-                info = session.client.publish(self.topic("events"), body, qos=1)
+                mid = self._publish_quietly(self.topic("events"), body)
                 session.event_cursor = event_id
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    session.event_flights[info.mid] = event_id
+                if mid is not None:
+                    session.event_flights[mid] = event_id
             session.stored_events_sent = len(stored) < quota
             quota -= len(stored)
         for _ in range(min(quota, len(self.events))):
-            session.client.publish(self.topic("events"), json.dumps(self.events.popleft()), qos=1)
+            self._publish_quietly(self.topic("events"), json.dumps(self.events.popleft()))
         while self._latest:
             leaf, payload = self._latest.popitem()
-            session.client.publish(self.topic(leaf), payload, qos=0)
+            self._publish_quietly(self.topic(leaf), payload, qos=0)
+
+    def _publish_quietly(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> int | None:
+        """Control messages (schema, status, events, metrics): a lost link is noticed by the pump."""
+        session = self._session
+        if session is None:
+            return None
+        try:
+            return session.link.publish(topic, payload, qos=qos, retain=retain)
+        except BrokerError:
+            return None
 
     def _note_down(self, reason: str) -> None:
-        if self._failures == 0:
+        if self.core.failures == 0:
             self.event(BrokerUnreachable(reason))
-
-    async def _close(self, session: _Session) -> None:
-        """Off the event loop: paho's loop_stop() joins its thread, which can take a second."""
-        await asyncio.to_thread(_close_client, session.client)
-
-    async def _sleep(self, seconds: float) -> None:
-        """Back off; only stop() cuts it short (new batches wait in the buffer meanwhile)."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping and time.monotonic() < deadline:
-            await asyncio.sleep(min(0.2, deadline - time.monotonic()))
-
-
-def _close_client(client: mqtt.Client) -> None:
-    try:
-        client.disconnect()
-    except Exception:  # noqa: BLE001 - closing a broken client must not raise
-        pass
-    client.loop_stop()

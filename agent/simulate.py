@@ -9,6 +9,7 @@ canonical name. Energy and volume counters rise consistently with power and flow
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import deque
@@ -177,7 +178,7 @@ def _fill_holes(table: dict[int, int], keep_out: set[int]) -> dict[int, int]:
     serve zeros in holes shorter than a request, so bridging reads work as on the device."""
     filled = dict(table)
     addresses = sorted(table)
-    for lo, hi in zip(addresses, addresses[1:], strict=False):
+    for lo, hi in itertools.pairwise(addresses):
         if 1 < hi - lo <= FILL_HOLES_UP_TO:
             filled.update({a: 0 for a in range(lo + 1, hi) if a not in keep_out})
     return filled
@@ -197,7 +198,7 @@ def encode_point(spec: PointSpec, value: Value, values: Mapping[str, Value]) -> 
     factor = math.prod(float(values[r] or 1) for r in spec.multiply_by)
     if spec.scale_factor:
         factor *= 10.0 ** int(values[spec.scale_factor] or 0)
-    addend = sum(float(values[r] or 0) for r in spec.plus)  # type: ignore[arg-type]
+    addend = sum(float(values[r] or 0) for r in spec.plus)
     raw = (float(value) - addend - spec.offset) / (spec.scale * factor)
     if spec.type not in (DataType.F32, DataType.F64):
         raw = round(raw)

@@ -9,12 +9,9 @@ import queue
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.codec import FormatError, WireSchema, decode, decode_header
+from agent.mqtt import Endpoint, Message, Subscriber
 
 
 def format_line(base: str, reading: Any, historical: bool) -> str:
@@ -28,36 +25,26 @@ def format_line(base: str, reading: Any, historical: bool) -> str:
 def tail(broker: str, topic: str, emit: Callable[[str], None], count: int | None = None,
          as_json: bool = False, timeout: float | None = None) -> int:
     """Print readings until `count` have been printed or `timeout` passes (None: forever)."""
-    url = urlsplit(broker)
-    messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    if url.scheme == "mqtts":
-        client.tls_set()
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-    client.on_message = lambda c, u, m: messages.put(m)
-    client.connect(url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883), 30)
-    client.loop_start()
+    messages: queue.Queue[Message] = queue.Queue()
+    subscriber = Subscriber(Endpoint.from_url(broker), topic, messages.put)
     schemas: dict[str, WireSchema] = {}
     printed = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while (count is None or printed < count) and (deadline is None or time.monotonic() < deadline):
             try:
-                message = messages.get(timeout=0.2)
+                message = messages.get(timeout=0.2 if deadline is None else max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 continue
             base, _, leaf = message.topic.rpartition("/")
             if leaf == "schema":
-                schemas[base] = WireSchema.from_json(message.payload)
+                schemas[base] = WireSchema.from_json(bytes(message.payload))
             elif leaf == "telemetry":
-                printed += _print_batch(base, message.payload, schemas.get(base), emit, as_json)
+                printed += _print_batch(base, bytes(message.payload), schemas.get(base), emit, as_json)
             elif leaf in ("status", "events") and message.payload:
                 emit(f"{base.rsplit('/', 1)[-1]} {leaf}: {message.payload.decode(errors='replace')}")
     finally:
-        client.loop_stop()
-        client.disconnect()
+        subscriber.close()
     return printed
 
 

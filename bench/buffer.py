@@ -1,10 +1,11 @@
-"""Buffer figures (issue 3): throughput, drain rate, bytes written to the device per hour for the
+"""Buffer figures: throughput, drain rate, bytes written to the device per hour for the
 reference park, startup time and RSS on a full buffer.
 
 Reference load: 50 meters x 40 points every 10 s, sealed into one batch per 10 s (2000 values,
-the size of a real encoded reference-park batch: about 12 KB uncompressed, bench/workload.py). An hour is 360 batches; time is simulated with a fake clock (the
-modes' timers), the disk is real, and bytes written are read from /proc/self/io (`write_bytes`:
-what reached the block layer, fsyncs included).
+the size of a real encoded reference-park batch: about 12 KB uncompressed, bench/workload.py).
+An hour is 360 batches; time is simulated with a fake clock (the modes' timers), the disk is
+real, and bytes written are read from /proc/self/io (`write_bytes`: what reached the block
+layer, fsyncs included).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def run(quick: bool = False) -> list[Figure]:
                 target = {(BufferMode.OUTAGE, True): 1.0, (BufferMode.ALWAYS, True): 15.0}.get((mode, online))
                 written = one_hour(root / f"{mode.value}-{online}", mode, online) / 1e6
                 figures.append(Figure(f"disk writes/hour {mode.value} mode {'online' if online else 'outage'}",
-                                      written, "MB/hour", target, note=f"payload {BATCHES_PER_HOUR * batch_bytes() / 1e6:.1f} MB/h"))
+                                      written, "MB/hour", target,
+                                      note=f"payload {BATCHES_PER_HOUR * batch_bytes() / 1e6:.1f} MB/h"))
         size = (64 if quick else 256) * 2**20
         batches = fill(root / "full", size)
         figures += _startup(root / "full", size, batches)

@@ -1,4 +1,4 @@
-"""Bus efficiency (issue 8, item 1): wall time of a full poll of N SDM630s on an RS-485 line
+"""Bus efficiency: wall time of a full poll of N SDM630s on an RS-485 line
 running at a real 9600 baud, against the theoretical minimum for the same requests:
 (request + response bytes) x 10 bits / baud, plus 3.5 characters of silence before each frame.
 The simulated device's own turnaround is counted as zero, so the ratio is an upper bound."""

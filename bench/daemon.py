@@ -1,4 +1,4 @@
-"""Daemon footprint (issue 5/8): time from start to READY=1, RSS and CPU share with N devices
+"""Daemon footprint: time from start to READY=1, RSS and CPU share with N devices
 polled every 10 s against simulated meters on loopback, and the time SIGTERM takes."""
 
 from __future__ import annotations

@@ -542,7 +542,7 @@ def _storm(rig: Rig, tpl: Template, schemas: dict[str, WireSchema], per_batch: i
     t_connected = time.monotonic() - t_restart
     total = len(rig.gateways) * size.backlog
     done = rig.wait_stored(3, total, 600)
-    ingest_cpu, pg_cpu, _, wall = meter.stop()
+    _ingest_cpu, _pg_cpu, _, wall = meter.stop()
     stored = rig.stored(3)
     samples = int(rig.scalar("SELECT coalesce(sum(readings), 0) FROM batches WHERE epoch = 3"))
     capacity = next((f.value for f in earlier if f.name.startswith("fleet: ingest values/s")), None)

@@ -1,4 +1,4 @@
-"""Outage (issue 8, item 5): how fast a gateway catches up after a day without its broker.
+"""Outage: how fast a gateway catches up after a day without its broker.
 
 A 24-hour backlog of the reference park (50 meters x 40 points every 10 s, one batch per 10 s:
 8,640 batches of 2,000 readings) is put in the buffer on disk, then a `Publisher` with the

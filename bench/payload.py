@@ -1,4 +1,4 @@
-"""Payload figures (issue 4): bytes per value on the wire for the reference workload at several
+"""Payload figures: bytes per value on the wire for the reference workload at several
 batch windows, against a JSON encoding of the same readings; poll-to-broker latency through a
 real mosquitto at 1 s and 10 s windows (polls every second, each stamped when taken; the batch is
 sealed right after the window's last poll and published at once)."""
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from agent.assembly import Assembler
 from agent.batcher import Batcher
-from agent.wire import build_schema
-from agent.buffer import Ring, Spool, Store
+from agent.buffer import Spool, Store
 from agent.codec import Header, compress, decode, encode
 from agent.types import Reading
+from agent.wire import build_schema
 from bench.report import Figure
 from bench.workload import PARK_INTERVAL_S, PARK_METERS, T0, readings, setups
 
@@ -116,17 +116,8 @@ def _latency(window: int, seconds: int) -> Figure:
             task.cancel()
             ring.close()
 
-        received: list[float] = []
-        original = sub._on_message
-
-        def stamp(client, userdata, message):  # type: ignore[no-untyped-def]
-            if message.topic.endswith("telemetry"):
-                received.append(time.time())
-            original(client, userdata, message)
-
-        sub.client.on_message = stamp
         asyncio.run(scenario())
-        for payload, at in zip(sub.payloads, received, strict=False):
+        for at, payload in list(sub.arrivals):  # arrival time as the subscriber saw it, per reading's own stamp
             arrivals += [at * 1000 - r.ts for r in decode(payload, schema)]
         sub.close()
         broker.stop()

@@ -1,4 +1,4 @@
-"""Throughput (issue 8, item 2): values per CPU-second of the agent's process through the whole
+"""Throughput: values per CPU-second of the agent's process through the whole
 path — Modbus TCP request and decode -> batch -> encode -> buffer -> MQTT publish and PUBACK —
 against fast simulators (in child processes, so their CPU is not counted) and a local mosquitto.
 
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.assembly import Assembler
-from agent.wire import build_schema
-from agent.buffer import Ring, Spool, Store
+from agent.buffer import Spool, Store
 from agent.config.loader import DeviceSetup
 from agent.config.models import DeviceModel
 from agent.drivers.bus import Bus
@@ -27,6 +26,7 @@ from agent.drivers.plan import plan_reads
 from agent.drivers.pymodbus_adapter import ModbusTransport
 from agent.drivers.urls import BusSpec, Transport
 from agent.types import ReadRequest
+from agent.wire import build_schema
 from bench.report import Figure
 from bench.workload import REFERENCE_METER, library
 from hil.broker import Broker

@@ -1,6 +1,6 @@
 """The reference workload: the reference park's meters with realistic, seeded noise.
 
-The reference park (issue 8) is 50 meters x 40 points polled every 10 s; its meter is the
+The reference park is 50 meters x 40 points polled every 10 s; its meter is the
 bench profile `reference/meter40` (bench/profiles: 40 float32 points, three register blocks).
 Values follow seeded random walks around plausible levels (mains voltage wanders by tenths of a
 volt, loads by about a percent a second) and are float32 like the meter's registers; energy
@@ -15,7 +15,6 @@ import struct
 from pathlib import Path
 
 from agent.batcher import Batcher
-from agent.wire import build_schema
 from agent.codec import Header
 from agent.config import ProfileLibrary
 from agent.config.loader import DeviceSetup
@@ -23,6 +22,7 @@ from agent.config.models import DeviceModel
 from agent.drivers.plan import plan_reads
 from agent.drivers.registers import shortest_f32
 from agent.types import Reading
+from agent.wire import build_schema
 
 PROFILES = Path(__file__).resolve().parent / "profiles"
 REFERENCE_METER = "reference/meter40"

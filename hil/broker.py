@@ -71,7 +71,7 @@ class Broker:
             wait_port(self.port)
         except TimeoutError:
             self.proc.kill()
-            _, err = self.proc.communicate(5)
+            _, err = self.proc.communicate(timeout=5)
             raise RuntimeError(f"mosquitto did not start: {err.decode(errors='replace')[-500:]}") from None
         return self
 

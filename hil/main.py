@@ -28,7 +28,8 @@ def main(names: list[str], quick: bool, out: Path) -> int:
         for check in verdict.checks:
             print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
         if not verdict.passed:
-            print(f"  what the agent said (starts, stops, warnings, errors; full log in {out / f'hil-{spec.name}-agent.log'}):")
+            log_file = out / f"hil-{spec.name}-agent.log"
+            print(f"  what the agent said (starts, stops, warnings, errors; full log in {log_file}):")
             for line in report.diagnosis(collected):
                 print(f"    {line[:400]}")
     (out / "hil-report.md").write_text(report.markdown(results))

@@ -1,5 +1,6 @@
 """The platform's side, for tests and the HIL harness: a subscriber with a persistent session
-(QoS 1, so nothing published while it is connected is missed) that keeps every telemetry payload
+(QoS 1, so nothing published while it is connected is missed; the constructor returns once the
+broker has acknowledged the subscription) that keeps every telemetry payload
 with its arrival time, the retained schema and status, and the events."""
 
 from __future__ import annotations
@@ -10,12 +11,8 @@ import time
 from collections import Counter
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from agent.codec import DecodedReading, Header, WireSchema, decode, decode_header
+from agent.mqtt import Endpoint, Message, Subscriber
 
 
 class Platform:
@@ -26,22 +23,16 @@ class Platform:
         self.metrics: list[dict[str, Any]] = []
         self.schema: str | None = None
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        if tls:
-            self.client.tls_set(**tls)
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.reconnect_delay_set(0.1, 0.5)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, keepalive=5, clean_start=False, properties=props)
-        self.client.loop_start()
+        endpoint = Endpoint("127.0.0.1", port, client_id=client_id, keepalive=5)
+        self.subscriber = Subscriber(endpoint, topic, self._on_message, session_expiry=3600, tls_options=tls or None)
+        if not self.subscriber.wait_subscribed(15):  # a handshake: nothing published from now on is missed
+            raise TimeoutError(f"the platform's subscription to {topic} was not acknowledged")
 
-    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: Message) -> None:
         leaf = message.topic.rsplit("/", 1)[-1]
         with self.lock:
             if leaf == "telemetry":
-                self.arrivals.append((time.time(), message.payload))
+                self.arrivals.append((time.time(), bytes(message.payload)))
             elif leaf == "status" and message.payload:
                 self.status.append(json.loads(message.payload))
             elif leaf == "events":
@@ -76,5 +67,4 @@ class Platform:
         return [r for _, _, rs in self.batches(schema) for r in rs]
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.subscriber.close()

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.wire import build_schema
 from agent.codec import WireSchema
 from agent.config import load_config
 from agent.config.profiles import ProfileLibrary
@@ -23,6 +22,7 @@ from agent.drivers.pymodbus_adapter import Faults
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from agent.meters.server import MeterFaults
 from agent.simulate import SimulatedDevice
+from agent.wire import build_schema
 from hil.broker import Broker
 from hil.card import Card
 from hil.line import PacedLine
@@ -53,7 +53,7 @@ class Collected:
     end: float  # end of the accounted window
     schema: WireSchema
     platform: Platform
-    served: dict[str, list[tuple[float, dict[str, object]]]]
+    served: dict[str, list[tuple[float, dict[str, float | int | str | None]]]]
     windows: list[Window] = field(default_factory=list)
     agent_log: str = ""
 
@@ -73,7 +73,7 @@ class Park:
         for device in scenario.park:
             groups.setdefault(device.bus, []).append(device)
             self.devices[device.id] = SimulatedDevice(library.load(device.profile), history=HISTORY)
-            self.units[device.id] = (device.bus, device.unit if device.unit is not None else device.address)
+            self.units[device.id] = (device.bus, device.unit if device.unit is not None else str(device.address))
         self.bus_urls: dict[str, str] = {}
         for bus, members in groups.items():
             protocols = {self.devices[d.id].profile.model.protocol for d in members}
@@ -266,9 +266,9 @@ def _toggle(fault: Fault, park: Park, on: bool) -> None:
         if isinstance(faults, MeterFaults):
             _toggle_meter(fault, faults, str(unit), on)
         elif fault.kind == "device_silent":
-            (faults.silent.add if on else faults.silent.discard)(unit)
+            (faults.silent.add if on else faults.silent.discard)(int(unit))
         elif fault.kind == "corrupt_frames":
-            (faults.corrupt.add if on else faults.corrupt.discard)(unit)
+            (faults.corrupt.add if on else faults.corrupt.discard)(int(unit))
         elif fault.kind == "device_exception":
             park.devices[fault.device].fail_with = fault.code if on else None
 

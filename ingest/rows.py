@@ -139,7 +139,8 @@ def event_lost_spans(event: Event, epoch: int | None = None) -> list[LostSpan]:
         raise BadMessage("data_dropped event without integer from_ms/to_ms")
     seqs = body.get("seqs") if isinstance(body.get("seqs"), list) and len(body["seqs"]) == 2 else [None, None]
     readings = body.get("readings") if _is_int(body.get("readings")) else None
-    return [LostSpan("buffer_evicted", body["from_ms"], body["to_ms"], readings, epoch, seqs[0], seqs[1])]
+    first, last = seqs if isinstance(seqs, list) else (None, None)
+    return [LostSpan("buffer_evicted", body["from_ms"], body["to_ms"], readings, epoch, first, last)]
 
 
 def parse_status(payload: bytes) -> dict[str, Any]:

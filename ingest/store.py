@@ -21,13 +21,25 @@ from psycopg import sql
 
 from agent.codec import FormatError, Header, WireSchema, decode, decode_header
 from agent.types import Quality
-from ingest.rows import (BadMessage, LostSpan, SampleColumns, SeriesRef, Topic, check_times, event_lost_spans, header_lost_spans,
-                         parse_event, parse_status, parse_topic, sample_columns)
+from ingest.rows import (
+    BadMessage,
+    LostSpan,
+    SampleColumns,
+    SeriesRef,
+    Topic,
+    check_times,
+    event_lost_spans,
+    header_lost_spans,
+    parse_event,
+    parse_status,
+    parse_topic,
+    sample_columns,
+)
 
 MIGRATION_LOCK = 0x6564_6765  # advisory lock ids: schema migration, partition creation
 PARTITION_LOCK = 0x6564_6766
 EPOCH = dt.date(1970, 1, 1)
-UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 DECODE_ERRORS = (FormatError, IndexError, KeyError, TypeError, ValueError, OverflowError, AttributeError)
 
 
@@ -121,7 +133,7 @@ class Store:
             name = partition_name(day)
             if name in self.partitions:
                 continue
-            start = dt.datetime.combine(EPOCH + dt.timedelta(days=day), dt.time(), dt.timezone.utc)
+            start = dt.datetime.combine(EPOCH + dt.timedelta(days=day), dt.time(), dt.UTC)
             conn.execute("SELECT pg_advisory_lock(%s)", (PARTITION_LOCK,))  # instances creating the same day
             try:
                 conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF samples FOR VALUES FROM ({}) TO ({})")
@@ -346,7 +358,7 @@ class Store:
             message = Message(topic, bytes(payload), received_at)
             outcome = self._one_pending(site, message, known)
             self._conn().execute("DELETE FROM pending_batches WHERE id = %s", (pending_id,))
-            self._on_commit.append(lambda o=outcome: self.log.info("pending_decoded", gateway=gateway,
+            self._on_commit.append(lambda o=outcome: self.log.info("pending_decoded", gateway=gateway,  # type: ignore[misc]
                                                                    schema_id=schema_id, outcome=o))
 
     def _one_pending(self, site: str, message: Message, known: Known) -> str:

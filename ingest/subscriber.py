@@ -95,7 +95,7 @@ class Subscriber:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.reconnect_delay_set(0.2, 10)
+        client.reconnect_delay_set(0.2, 10)  # type: ignore[arg-type]  # paho accepts floats
         self.client = client
 
     def start(self) -> None:
@@ -155,4 +155,4 @@ class Subscriber:
         except UnicodeDecodeError:  # kept (and quarantined by the writer) rather than raised in paho's loop
             topic = message._topic.decode("utf-8", "replace")
         self.received[topic.rsplit("/", 1)[-1]] += 1
-        self.deliver(Delivery(topic, message.payload, time.time(), message.mid, message.qos, self.generation))
+        self.deliver(Delivery(topic, bytes(message.payload), time.time(), message.mid, message.qos, self.generation))

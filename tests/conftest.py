@@ -14,19 +14,19 @@ import os
 # refuses non-thread-safe calls on the loop from other threads.
 os.environ["PYTHONASYNCIODEBUG"] = "1"
 
-import shutil  # noqa: E402
+import shutil
 import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from agent import threads  # noqa: E402
+from agent import threads
 from agent.config import ProfileLibrary
-from agent.drivers.urls import BusSpec, SerialSettings, Transport  # noqa: E402
-from hil.sims import SimThread  # noqa: E402
+from agent.drivers.urls import BusSpec, SerialSettings, Transport
+from hil.sims import SimThread
 
 threads.set_checking(True)
 

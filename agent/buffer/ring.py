@@ -1,6 +1,6 @@
 """The durable ring: sealed batches on disk until the broker acknowledges them.
 
-Contract (DESIGN.md, buffer): SQLite in WAL mode with synchronous=FULL and one writer; inserts,
+Contract (docs/design.md, the buffer): SQLite in WAL mode with synchronous=FULL and one writer; inserts,
 evictions, acknowledged deletes and counters change in one transaction; acknowledgements are
 coalesced into the next commit; a CRC over every payload is checked on read; the ring is bounded
 by `max_bytes` and by a free-disk reserve, and when full the oldest batches go, their readings
@@ -14,14 +14,16 @@ on disk in blocks, so a restart continues past anything that may have been publi
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from agent.buffer.lock import DirectoryLock
 from agent.buffer.schema import COLUMNS, DB_NAME, WAL_LIMIT, Recovery, open_checked, storage_error, verify
@@ -293,11 +295,11 @@ class Ring:
         """One transaction: pending acks deleted, `batches` inserted (a batch already present under
         its seq is replaced: a growing draft), the oldest evicted to respect the bounds, `events`
         (JSON messages not yet published) stored."""
-        for attempt in (1, 2):
+        for squeeze in (False, True):  # the second try evicts 10 % more: the disk had less room than it said
             try:
-                return self._transaction(lambda: self._commit_body(batches, squeeze=attempt == 2, events=events))
+                return self._transaction(functools.partial(self._commit_body, batches, squeeze, events))
             except sqlite3.OperationalError as exc:
-                if attempt == 2 or "full" not in str(exc).lower():
+                if squeeze or "full" not in str(exc).lower():
                     raise BufferIOError(f"buffer commit failed in {self.directory}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise storage_error(exc, f"buffer commit failed in {self.directory}") from exc
@@ -392,7 +394,7 @@ class Ring:
         limit = min(self.max_bytes, max(0, room))
         return int(limit * 0.9) if squeeze else limit
 
-    def _transaction(self, body):  # type: ignore[no-untyped-def]
+    def _transaction(self, body: Callable[[], Any]) -> Any:
         self._after_commit = None
         self._conn.execute("BEGIN IMMEDIATE")
         try:

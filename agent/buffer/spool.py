@@ -1,4 +1,4 @@
-"""When sealed batches touch the disk: the buffer modes of DESIGN.md, as a policy over the Ring.
+"""When sealed batches touch the disk: the buffer modes (docs/design.md), as a policy over the store.
 
 mode `outage` (default): while the broker is connected, a batch is published from memory (ahead of
 any backlog still draining: the platform wants the present first) and written to disk only if its
@@ -89,6 +89,8 @@ class Spool:
             self.ring.ack(seq)
             if self._acks_since is None:
                 self._acks_since = self.clock()
+            if self.ring.pending_acks >= ACK_BATCH:  # draining a backlog: a crash re-sends at most this many
+                self._commit([])
 
     def keep_event(self, body: str) -> None:
         """An event that cannot be published now (offline): on disk within `outage_commit`, with the

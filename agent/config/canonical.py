@@ -1,4 +1,4 @@
-"""Canonical point names (DESIGN.md): the same quantity has the same name and unit on every vendor.
+"""Canonical point names (the table in the README): the same quantity has the same name and unit on every vendor.
 
 A profile point that uses one of these names must deliver it in this unit, after all scaling, so
 the platform needs no per-vendor mapping. Per-string PV points (pv1_voltage, pv12_current, ...)

@@ -97,21 +97,21 @@ def _check_references(buses: list[tuple[int, dict[str, Any]]], devices: list[tup
         bus_names.add(name)
     device_ids: set[object] = set()
     addresses: set[tuple[object, object]] = set()
-    for i, device in devices:
-        device_id, bus, unit = device.get("id"), device.get("bus"), device.get("unit")
+    for i, entry in devices:
+        device_id, bus_name, unit = entry.get("id"), entry.get("bus"), entry.get("unit")
         if device_id in device_ids:
             problems.append(doc.problem(("devices", i, "id"), f"device id {device_id!r} is used twice"))
         device_ids.add(device_id)
-        if bus not in bus_names:
+        if bus_name not in bus_names:
             known = ", ".join(sorted(str(n) for n in bus_names)) or "none defined"
-            problems.append(doc.problem(("devices", i, "bus"), f"no bus named {bus!r} (buses: {known})"))
-        elif unit is not None and (bus, unit) in addresses:
+            problems.append(doc.problem(("devices", i, "bus"), f"no bus named {bus_name!r} (buses: {known})"))
+        elif unit is not None and (bus_name, unit) in addresses:
             problems.append(doc.problem(("devices", i, "unit"),
-                                        f"unit {unit} on bus {bus!r} is already another device"))
-        elif device.get("address") is not None and (bus, device.get("address")) in addresses:
+                                        f"unit {unit} on bus {bus_name!r} is already another device"))
+        elif entry.get("address") is not None and (bus_name, entry.get("address")) in addresses:
             problems.append(doc.problem(("devices", i, "address"),
-                                        f"address {device.get('address')} on bus {bus!r} is already another device"))
-        addresses.add((bus, unit if unit is not None else device.get("address")))
+                                        f"address {entry.get('address')} on bus {bus_name!r} is already another device"))
+        addresses.add((bus_name, unit if unit is not None else entry.get("address")))
     return problems
 
 

@@ -95,7 +95,7 @@ class PointModel(Strict):
     @property
     def words(self) -> int:
         """Registers (or bits, for coils/discretes) this point occupies."""
-        return self.length if self.type is DataType.STRING else self.type.words
+        return (self.length or 0) if self.type is DataType.STRING else self.type.words
 
     @model_validator(mode="after")
     def _coherent(self) -> PointModel:

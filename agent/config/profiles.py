@@ -14,9 +14,9 @@ from agent.config.canonical import CANONICAL_COUNTERS, canonical_unit
 from agent.config.models import NAME, PointModel, ProfileDefaults, ProfileModel, Timing
 from agent.config.validation import validate
 from agent.config.yaml_source import SourceDoc, load_yaml
+from agent.errors import ConfigError, Problem
 from agent.meters.bcd import parse_format
 from agent.meters.plan import UNIT_BASES
-from agent.errors import ConfigError, Problem
 from agent.types import DataType, DeviceTiming, PointKind, PointSpec
 
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "firmware-profiles"

@@ -37,7 +37,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel], doc: SourceDoc,
     for error in exc.errors(include_url=False):
         loc = tuple(part for part in error["loc"] if not _is_pydantic_tag(part))
         path = (*base, *loc)
-        problems.append(doc.problem(path, _message(error, model, loc)))
+        problems.append(doc.problem(path, _message(dict(error), model, loc)))
     return problems
 
 

@@ -59,7 +59,7 @@ def decode_point(spec: PointSpec, words: Sequence[int]) -> Decoded:
         return Decoded(dict(spec.values).get(code, f"unknown_{code:#06x}"), detail=code, raw=raw)
     if spec.type in (DataType.STRING, DataType.BITS):
         return Decoded(value, raw=raw)
-    return Decoded(scale(spec, value), raw=raw)
+    return Decoded(scale(spec, value), raw=raw)  # type: ignore[arg-type]  # numeric types here
 
 
 _NUMBER_CODES = {DataType.U16: "H", DataType.I16: "h", DataType.U32: "I", DataType.I32: "i",
@@ -166,12 +166,12 @@ def derive(specs: Iterable[PointSpec], decoded: Mapping[str, Decoded],
         if any(ref not in result or not result[ref].ok for ref in spec.refs):
             result[spec.name] = Decoded(None, Quality.UNAVAILABLE, raw=own.raw)
             continue
-        factor = math.prod(float(result[r].value) for r in spec.multiply_by)  # type: ignore[arg-type]
+        factor: float = math.prod(float(result[r].value) for r in spec.multiply_by)  # type: ignore[arg-type, misc]
         if spec.scale_factor:
             factor *= 10.0 ** int(result[spec.scale_factor].value)  # type: ignore[arg-type]
         raw_value = decode_words(own.raw, spec.type, spec.order)
         value = scale(spec, raw_value, factor)  # type: ignore[arg-type]
-        value += sum(float(result[r].value) for r in spec.plus)  # type: ignore[arg-type]
+        value += sum(float(result[r].value) for r in spec.plus)  # type: ignore[arg-type, misc, operator]
         result[spec.name] = Decoded(_tidy(value), raw=own.raw)
     return result
 

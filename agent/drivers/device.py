@@ -1,6 +1,6 @@
 """One device on a bus: plan its reads, run them, decode, and keep its health.
 
-Isolation rules (peer-lessons "Acquisition"):
+Isolation rules (what other acquisition gateways got wrong, avoided here):
 - one bad register never loses the rest: a block answering exception 2 is read point by point in
   the same poll, the unreadable point is marked unavailable, and the split is remembered;
 - one dead device never slows the others: after the first timeout of a poll the rest of that

@@ -12,6 +12,7 @@ across (the hole before them holds an unimplemented register).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -90,9 +91,9 @@ def learn_from_split(learned: Learned, request: ReadRequest, points: dict[str, P
     A repeat failure refines further, so the plan converges on what the device accepts.
     """
     specs = sorted((points[n] for n in request.points), key=lambda s: s.address)
-    holes = {(request.kind, b.address) for a, b in zip(specs, specs[1:], strict=False) if b.address > a.end}
+    holes = {(request.kind, b.address) for a, b in itertools.pairwise(specs) if b.address > a.end}
     if failed:
-        after_failed = {(request.kind, b.address) for a, b in zip(specs, specs[1:], strict=False) if a.name in failed}
+        after_failed = {(request.kind, b.address) for a, b in itertools.pairwise(specs) if a.name in failed}
         return Learned(learned.isolated | failed, learned.barriers | after_failed, learned.max_registers)
     if holes - learned.barriers:
         return Learned(learned.isolated, learned.barriers | holes, learned.max_registers)

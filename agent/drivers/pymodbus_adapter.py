@@ -116,11 +116,11 @@ class _OneCallDecode:
         return f"{type(self).__name__}(registers={len(self.registers)})"
 
 
-class _HoldingRegisters(_OneCallDecode, ReadHoldingRegistersResponse):
+class _HoldingRegisters(_OneCallDecode, ReadHoldingRegistersResponse):  # type: ignore[misc]
     pass
 
 
-class _InputRegisters(_OneCallDecode, ReadInputRegistersResponse):
+class _InputRegisters(_OneCallDecode, ReadInputRegistersResponse):  # type: ignore[misc]
     pass
 
 

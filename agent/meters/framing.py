@@ -67,7 +67,7 @@ def _complete_at(buffer: bytearray, start: int, shape: Shape) -> int | None:
     end = start + shape.total(buffer[start + shape.length_at])
     if end > len(buffer):
         return None
-    if buffer[end - 1] != END or buffer[end - 2] != checksum(buffer[start:end - 2]):
+    if buffer[end - 1] != END or buffer[end - 2] != checksum(bytes(buffer[start:end - 2])):
         return None
     return end
 

@@ -22,7 +22,7 @@ SERVED_UNIT = {"kWh": (0x05, 1.0), "W": (0x17, 0.001), "m³": (0x2C, 1.0), "m³/
 def encode_point(spec: PointSpec, value: Value) -> bytes:
     """One point's bytes as the meter sends them."""
     fmt = bcd.parse_format(spec.bcd)
-    number = (float(value or 0) - spec.offset) / spec.scale  # type: ignore[arg-type]
+    number = (float(value or 0) - spec.offset) / spec.scale
     if not spec.unit_code:
         return bcd.encode(number, fmt, spec.signed)
     code, factor = SERVED_UNIT[spec.unit]

@@ -72,7 +72,7 @@ def plan_requests(points: Iterable[PointSpec], blocks: Iterable[Block] = (),
         members = [(s, i) for s, i in members if i is not None]
         if len(members) < 2:
             continue
-        offsets = tuple((s.name, i * _size(s) + s.at) for s, i in members)
+        offsets = tuple((s.name, (i or 0) * _size(s) + s.at) for s, i in members)  # None filtered out above
         planned.append(Planned(MeterRequest(block.di, tuple(n for n, _ in offsets)), offsets))
         taken.update(s.name for s, _ in members)
     by_di: dict[int, list[PointSpec]] = {}

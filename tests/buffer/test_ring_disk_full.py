@@ -65,11 +65,10 @@ def test_disk_filled_by_someone_else_is_a_clear_error_and_loses_nothing(tmp_path
         kept = [batch(ring, i, 5_000) for i in range(20)]
         ring.commit(kept)
         filler = fs / "filler"
-        with open(filler, "wb") as f:  # another program takes every last byte
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
+        with contextlib.suppress(OSError), open(filler, "wb") as f:  # another program takes every last byte
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
         with pytest.raises(BufferIOError, match="buffer commit failed"):
             for i in range(200):
                 ring.commit([batch(ring, 100 + i, 50_000)])

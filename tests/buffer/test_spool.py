@@ -68,7 +68,7 @@ def test_offline_events_are_committed_with_the_batches_and_deleted_once_acknowle
     spool.close()
     kept = ring.stored_events(limit=2 * EVENTS_KEPT)
     assert len(kept) == EVENTS_KEPT and kept[0][1] == '{"n": 5}'  # the newest are kept
-    assert dict(ring._ring._conn.execute("SELECT key, value FROM meta"))["events_dropped"] == 5  # noqa: SLF001
+    assert dict(ring._ring._conn.execute("SELECT key, value FROM meta"))["events_dropped"] == 5
 
 
 def test_outage_mode_spills_a_batch_whose_ack_is_late(ring: Ring) -> None:

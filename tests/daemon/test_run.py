@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -11,10 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.codec import WireSchema, decode_header
 from agent.config import ProfileLibrary
@@ -69,7 +67,7 @@ def test_readings_arrive_with_the_servers_values_on_aligned_ticks(sim: SimThread
         assert platform.wait(lambda: len([r for r in platform.readings() if r.point == "voltage_l1"]) >= 4, 20)
     finally:
         agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(10)
+        _out, err = agent.communicate(10)
     platform.close()
     assert agent.returncode == 0, err
     volts = [r for r in platform.readings() if r.point == "voltage_l1"]
@@ -77,7 +75,7 @@ def test_readings_arrive_with_the_servers_values_on_aligned_ticks(sim: SimThread
     power = [r for r in platform.readings() if r.point == "active_power"]
     assert power and all(r.value == 8612.5 for r in power)
     stamps = sorted(r.ts for r in volts)
-    assert all(b - a >= 900 for a, b in zip(stamps, stamps[1:], strict=False))  # 1 s interval, no doubles
+    assert all(b - a >= 900 for a, b in itertools.pairwise(stamps))  # 1 s interval, no doubles
     assert all(ts % 1000 < 500 for ts in stamps)  # aligned to the second (+ the request's own latency)
     assert any(s.get("state") == "online" for s in platform.status)
     assert platform.status[-1] == {"state": "offline", "reason": "shutdown"}
@@ -94,7 +92,7 @@ def test_sigterm_during_an_outage_loses_nothing(sim: SimThread, broker: Broker, 
     time.sleep(4.5)
     started = time.monotonic()
     agent.send_signal(signal.SIGTERM)
-    out, err = agent.communicate(10)
+    _out, err = agent.communicate(10)
     stop_seconds = time.monotonic() - started
     assert agent.returncode == 0, err
     assert stop_seconds < 5.0
@@ -110,7 +108,7 @@ def test_sigterm_during_an_outage_loses_nothing(sim: SimThread, broker: Broker, 
     seconds = sorted({r.ts // 1000 for r in platform.readings() if r.point == "voltage_l1"})
     first_run = [s for s in seconds if s <= seconds[0] + 3]
     assert len(first_run) >= 4  # the outage's polls were kept and delivered, one per second, no hole
-    assert all(b - a == 1 for a, b in zip(first_run, first_run[1:], strict=False))
+    assert all(b - a == 1 for a, b in itertools.pairwise(first_run))
 
 
 def test_sighup_with_a_broken_config_keeps_running(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
@@ -128,7 +126,7 @@ def test_sighup_with_a_broken_config_keeps_running(sim: SimThread, broker: Broke
         assert agent.poll() is None
     finally:
         agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(10)
+        _out, err = agent.communicate(10)
     platform.close()
     failed = next(e for e in platform.events if e["event"] == "config_reload_failed")
     assert any("intervall" in p and "agent.yaml:4" in p for p in failed["problems"])
@@ -153,7 +151,7 @@ def test_sighups_in_quick_succession_apply_the_last_config(sim: SimThread, broke
         assert platform.wait(lambda: any(decode_header(p)[0].schema_id == new_schema.id for p in platform.payloads), 15)
     finally:
         agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(10)
+        _out, err = agent.communicate(10)
     platform.close()
     assert agent.returncode == 0, err
     assert 1 <= sum(e["event"] == "config_reloaded" for e in platform.events) <= 2
@@ -182,7 +180,7 @@ def test_reloads_are_serialized(tmp_path: Path) -> None:
 
         agent.reload = reload  # type: ignore[method-assign]
         for _ in range(3):
-            agent._on_reload_signal()  # noqa: SLF001 - what the signal handler calls
+            agent._on_reload_signal()
         await asyncio.sleep(0.3)
         agent.store.close()
         return peak, runs
@@ -278,14 +276,14 @@ def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker
         arrived = platform.wait(lambda: len([r for r in platform.readings() if r.point == "voltage_l1"]) >= 7, 20)
     finally:
         agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(10)
+        _out, err = agent.communicate(10)
     platform.close()
     assert arrived, err[-2000:]
     assert agent.returncode == 0, err
     volts = sorted(r.ts for r in platform.readings() if r.point == "voltage_l1")
     energy = sorted(r.ts for r in platform.readings() if r.point == "energy_import")
     assert energy and all(r.value == 12345.5 for r in platform.readings() if r.point == "energy_import")
-    assert all(b - a >= 2900 for a, b in zip(energy, energy[1:], strict=False))
+    assert all(b - a >= 2900 for a, b in itertools.pairwise(energy))
     assert len(volts) >= 2 * len(energy)
 
 

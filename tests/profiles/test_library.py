@@ -1,7 +1,7 @@
 """Every profile of the library: validates, decodes the vendor documents' examples, and reads
 back what a simulator of it serves over a real Modbus TCP connection.
 
-The vectors below are written from ../shared/reference/register-maps.md by hand, with the words
+The vectors below are written from the vendors' register maps (cited in each profile's `source`) by hand, with the words
 built by `struct` here (not by the agent's codec), so they check the profile, not the code twice.
 """
 

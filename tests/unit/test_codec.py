@@ -11,8 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.codec import (FLAG_HISTORICAL, Batch, FormatError, Group, Header, PointInfo, WireSchema, decode,
-                         decode_header, encode, set_historical)
+from agent.codec import (
+    FLAG_HISTORICAL,
+    Batch,
+    FormatError,
+    Group,
+    Header,
+    PointInfo,
+    WireSchema,
+    decode,
+    decode_header,
+    encode,
+    set_historical,
+)
 from tests.vectors.generate import SCHEMA, payload_of, vectors
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"

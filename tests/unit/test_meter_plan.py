@@ -64,7 +64,8 @@ def test_kw_on_the_wire_is_w_in_the_reading() -> None:
 
 def test_unit_codes_are_converted() -> None:
     plan = plan_requests(HEAT.points.values())[0]
-    data = bytearray(answer_for(0x901F, HEAT.points.values(), {n: 12500.0 if n == "heat_power" else 1.0 for n in HEAT.points}))  # type: ignore[arg-type]
+    values = {n: 12500.0 if n == "heat_power" else 1.0 for n in HEAT.points}
+    data = bytearray(answer_for(0x901F, HEAT.points.values(), values))  # type: ignore[arg-type]
     data[5 + 4] = 0x11  # current heat in GJ instead of kWh
     data[5:9] = bytes.fromhex("00 01 00 00")  # 1.00 GJ
     decoded = decode_answer(plan, bytes(data), HEAT.points)

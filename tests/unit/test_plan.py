@@ -7,7 +7,7 @@ import pytest
 from agent.drivers.plan import Learned, learn_from_split, plan_reads
 from agent.types import DataType, DeviceTiming, PointSpec, ReadRequest, RegisterKind
 
-H, I, C = RegisterKind.HOLDING, RegisterKind.INPUT, RegisterKind.COIL
+H, I, C = RegisterKind.HOLDING, RegisterKind.INPUT, RegisterKind.COIL  # noqa: E741 - the kinds' initials
 
 
 def pt(name: str, address: int, words: int = 2, kind: RegisterKind = H) -> PointSpec:

@@ -11,8 +11,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.codec import (Batch, DeviceInfo, Group, Header, PointInfo, WireSchema, compress, decode, decode_header,
-                         encode, set_historical)
+from agent.codec import (
+    Batch,
+    DeviceInfo,
+    Group,
+    Header,
+    PointInfo,
+    WireSchema,
+    compress,
+    decode,
+    decode_header,
+    encode,
+    set_historical,
+)
 from agent.types import Quality
 
 HERE = Path(__file__).parent

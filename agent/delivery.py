@@ -1,0 +1,128 @@
+"""What goes to the broker when: the publisher's decisions, sans I/O — data and a clock in, decisions
+out, tested with data tables and a fake clock (agent/publisher.py does the I/O).
+
+- At most `window` QoS 1 messages of telemetry in flight; live batches first; the backlog never
+  takes the last `LIVE_RESERVE` slots, so the present goes ahead of a draining past.
+- The backlog drains at `drain_rate` batches/s (a token bucket refilled by elapsed time, with a
+  burst of one second's worth): 500 gateways coming back after a broker outage must not all
+  empty their buffers into it at once.
+- A refused PUBACK pauses publishing (2 s doubling to 60 s) and rewinds the backlog cursor, so the
+  batch is retried; a PUBACK that does not come within `ack_timeout` means a black-holed link.
+- Reconnects back off from `backoff_min` doubling to `backoff_max`, with jitter (50-100 %).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+LIVE_RESERVE = 2  # window slots the backlog leaves free for live batches
+REFUSAL_PAUSE_MAX = 60.0
+
+
+@dataclass(frozen=True)
+class Flight:
+    seq: int
+    sent_at: float
+    historical: bool
+
+
+class DeliveryCore:
+    def __init__(self, window: int, drain_rate: float, ack_timeout: float, backoff_min: float = 1.0,
+                 backoff_max: float = 60.0, jitter: Callable[[float, float], float] = random.uniform) -> None:
+        self.window = window
+        self.drain_rate = drain_rate
+        self.ack_timeout = ack_timeout
+        self.backoff_min, self.backoff_max = backoff_min, backoff_max
+        self.jitter = jitter
+        self.inflight: dict[int, Flight] = {}  # packet id -> batch
+        self.cursor = 0  # backlog seqs up to this one were handed out in this session
+        self.tokens = 0.0
+        self._refilled_at = 0.0
+        self.pause_until = 0.0
+        self.refusals = 0
+        self.failures = 0  # connection attempts failed in a row
+
+    # ------------------------------------------------------------------ sessions
+
+    def session_started(self, now: float) -> None:
+        self.inflight.clear()
+        self.cursor = 0
+        self.tokens, self._refilled_at = 0.0, now
+        self.failures = 0
+
+    def reconnect_delay(self) -> float:
+        """After a failed or lost session: how long to wait before the next attempt."""
+        self.failures += 1
+        delay = min(self.backoff_max, self.backoff_min * 2 ** (self.failures - 1))
+        return delay * self.jitter(0.5, 1.0)
+
+    # ------------------------------------------------------------------ the window
+
+    def live_room(self) -> int:
+        return max(0, self.window - len(self.inflight))
+
+    def backlog_room(self, now: float) -> int:
+        """How many backlog batches may go now: window slots beyond the live reserve, and tokens."""
+        if now < self.pause_until:
+            return 0
+        self._refill(now)
+        slots = self.window - len(self.inflight) - min(LIVE_RESERVE, self.window - 1)
+        return max(0, min(slots, int(self.tokens)))
+
+    def sent(self, mid: int, seq: int, historical: bool, now: float) -> None:
+        self.inflight[mid] = Flight(seq, now, historical)
+        if historical:
+            self.tokens -= 1
+            self.cursor = max(self.cursor, seq)
+
+    def skip(self, seq: int) -> None:
+        """A backlog batch passed over (already in flight): the cursor moves past it."""
+        self.cursor = max(self.cursor, seq)
+
+    def in_flight_seqs(self) -> set[int]:
+        return {flight.seq for flight in self.inflight.values()}
+
+    def acked(self, mid: int) -> Flight | None:
+        """A PUBACK with a success code; None if the packet id is not ours (status, events, another session)."""
+        flight = self.inflight.pop(mid, None)
+        if flight is not None:
+            self.refusals = 0
+        return flight
+
+    def refused(self, mid: int, now: float) -> tuple[Flight, float] | None:
+        """A PUBACK with a failure code: the batch is kept, publishing pauses, the cursor rewinds."""
+        flight = self.inflight.pop(mid, None)
+        if flight is None:
+            return None
+        self.refusals += 1
+        delay = min(REFUSAL_PAUSE_MAX, 2.0 ** min(self.refusals, 6))
+        self.pause_until = now + delay
+        self.rewind(flight.seq)
+        return flight, delay
+
+    def rewind(self, seq: int) -> None:
+        """`seq` must be offered again (refused, or it could not be handed to the client)."""
+        self.cursor = min(self.cursor, seq - 1)
+
+    def ack_overdue(self, now: float) -> bool:
+        """The oldest message in flight waited longer than `ack_timeout`: the link is black-holed."""
+        return bool(self.inflight) and now - min(f.sent_at for f in self.inflight.values()) > self.ack_timeout
+
+    def next_wakeup(self, now: float, backlog_waiting: bool) -> float:
+        """Seconds until something is due even if nothing happens: the ack watchdog, the end of a
+        refusal pause, the next drain token. At most 1 s (the spool's timers tick once a second)."""
+        due = [1.0]
+        if self.inflight:
+            due.append(min(f.sent_at for f in self.inflight.values()) + self.ack_timeout - now)
+        if now < self.pause_until:
+            due.append(self.pause_until - now)
+        elif backlog_waiting and self.tokens < 1 and self.drain_rate > 0:
+            due.append((1 - self.tokens) / self.drain_rate)
+        return max(0.0, min(due))
+
+    def _refill(self, now: float) -> None:
+        burst = max(1.0, self.drain_rate)  # one second's worth
+        self.tokens = min(burst, self.tokens + (now - self._refilled_at) * self.drain_rate)
+        self._refilled_at = now
