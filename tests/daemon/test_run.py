@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -39,6 +40,28 @@ def write_config(path: Path, modbus_port: int, mqtt_port: int, buffer: Path, int
 
 
 def start_agent(config: Path, **env: str) -> subprocess.Popen[str]:
+    """`edge-agent run` as systemd would start it; returns once it has said READY=1 (a handshake, as
+    the HIL runner does), or has exited. A test that passes its own NOTIFY_SOCKET listens itself."""
+    if "NOTIFY_SOCKET" in env:
+        return _spawn(config, env)
+    notify = config.parent / "ready.sock"
+    with contextlib.suppress(FileNotFoundError):
+        notify.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(notify))
+        sock.settimeout(0.2)
+        agent = _spawn(config, {**env, "NOTIFY_SOCKET": str(notify)})
+        deadline = time.monotonic() + 30
+        while agent.poll() is None and time.monotonic() < deadline:
+            try:
+                if sock.recv(4096).startswith(b"READY=1"):
+                    break
+            except TimeoutError:
+                continue
+    return agent
+
+
+def _spawn(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env})
 
