@@ -4,7 +4,9 @@ Two energy meters (SDM630, DTSU666) and a water meter share one RS-485 line at 9
 paced pseudo-terminal pair: real line timing), a Huawei inverter answers Modbus TCP on loopback,
 a mosquitto broker runs on a free port, `edge-agent run` is started as a real process with a
 generated config, and what reaches the broker is decoded and printed (`edge-agent tail`) until
-Ctrl-C.
+Ctrl-C. Beside it the platform end: a private PostgreSQL cluster and `edge-agent ingest`, with
+what the database holds printed every few seconds and at the end (hil/demo_platform.py; skipped,
+with a one-line hint, where PostgreSQL or psycopg is missing).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from agent.simulate import SimulatedDevice
 from agent.tail import tail
 from hil.broker import Broker
+from hil.demo_platform import Platform, platform
 from hil.line import PacedLine
 from hil.sims import SimThread
 
@@ -30,6 +34,7 @@ LINE = [("main-incomer", 1, "eastron/sdm630"), ("hall-b", 2, "chint/dtsu666"), (
 PLANT = [("pv-roof-a", 1, "huawei/sun2000")]
 SHOWN = {"active_power", "energy_import", "voltage_l1", "flow_rate", "volume_total", "energy_yield_total",
          "inverter_state"}
+DB_EVERY_S = 10.0  # how often the live demo prints what PostgreSQL holds
 
 
 def config_text(line_port: str, plant_port: int, mqtt_port: int, buffer: Path) -> str:
@@ -68,7 +73,8 @@ def park(workdir: Path) -> Iterator[tuple[Path, int]]:
 
 
 def run_demo(once: bool = False, seconds: float | None = None, emit: Callable[[str], None] = print) -> int:
-    with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp, park(Path(tmp)) as (config, mqtt_port):
+    with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp, park(Path(tmp)) as (config, mqtt_port), \
+            platform(Path(tmp), mqtt_port, sorted(SHOWN), emit) as db:
         log = open(Path(tmp) / "agent.log", "w")  # noqa: SIM115 - closed below
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], stderr=log,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -77,13 +83,8 @@ def run_demo(once: bool = False, seconds: float | None = None, emit: Callable[[s
         emit(f"(watch it yourself: edge-agent tail --broker mqtt://127.0.0.1:{mqtt_port})")
         printed = 0
         try:
-            def show(text: str) -> None:
-                if " status: " in text or " events: " in text or text.split(" ")[-1] in SHOWN or \
-                        any(f" {name}=" in text for name in SHOWN):
-                    emit(text)
-
             limit = seconds if seconds is not None else (20.0 if once else None)
-            printed = tail(f"mqtt://127.0.0.1:{mqtt_port}", "park/#", show, count=60 if once else None,
+            printed = tail(f"mqtt://127.0.0.1:{mqtt_port}", "park/#", shown_lines(emit, db), count=60 if once else None,
                            timeout=limit)
         except KeyboardInterrupt:
             pass
@@ -97,5 +98,41 @@ def run_demo(once: bool = False, seconds: float | None = None, emit: Callable[[s
             if agent.returncode not in (0, -signal.SIGTERM):
                 emit((Path(tmp) / "agent.log").read_text()[-2000:])
         emit(f"{printed} readings decoded from the broker; agent exited with {agent.returncode}")
+        if db is not None:
+            final_report(db, emit)
         return 0 if printed else 1
 
+
+def shown_lines(emit: Callable[[str], None], db: Platform | None, every: float = DB_EVERY_S) -> Callable[[str], None]:
+    """The tail's printer: the demo's points, status and events; every `every` s (on the tail's
+    thread, between readings) what PostgreSQL holds by then."""
+    last = time.monotonic()
+
+    def show(text: str) -> None:
+        nonlocal last
+        if " status: " in text or " events: " in text or text.split(" ")[-1] in SHOWN or \
+                any(f" {name}=" in text for name in SHOWN):
+            emit(text)
+        if db is not None and time.monotonic() - last >= every:
+            last = time.monotonic()
+            for line in db.report():
+                emit(line)
+
+    return show
+
+
+def final_report(db: Platform, emit: Callable[[str], None], timeout: float = 15.0) -> None:
+    """What PostgreSQL holds at the end. The agent has stopped, so no batch is added after the ones
+    in flight, which the ingest stores within milliseconds: report once the count has settled
+    (unchanged over a second) or at the deadline."""
+    deadline = time.monotonic() + timeout
+    seen, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        stored = db.stored_batches()
+        if stored != seen:
+            seen, since = stored, time.monotonic()
+        elif stored > 0 and time.monotonic() - since >= 1.0:
+            break
+        time.sleep(0.1)
+    for line in db.report():
+        emit(line)
