@@ -10,7 +10,7 @@ import pytest
 
 from agent.codec import Batch, DeviceInfo, Group, Header, PointInfo, WireSchema, encode
 from ingest.service import Ingest
-from tests.ingest.conftest import BASE, Gateway, batch, count, migrated, query, vector, wait_until
+from tests.ingest.conftest import BASE, Gateway, batch, count, migrated, query, recording_log, vector, wait_until
 
 VECTOR_NAMES = ["basic", "qualities", "odd-values", "historical-zlib"]
 
@@ -85,7 +85,8 @@ def test_bad_input_is_quarantined_with_its_reason_and_blocks_nothing(
     good, schema, _ = vector("basic")
     nul, nul_schema = text_batch("bad\x00text", 1)  # PostgreSQL text cannot hold NUL: the database refuses it
     fine, _ = text_batch("SUN2000", 2)
-    service = start_ingest()
+    log, events = recording_log()
+    service = start_ingest(log=log)
     gateway.publish(f"{BASE}/schema", schema, retain=True)
     gateway.publish("park/guian-ftz/gw-other/schema", nul_schema.to_json(), retain=True)  # foreign: gateway mismatch
     gateway.publish("park/guian-ftz/gw-guian-01/telemetry", b"\x9c\x01garbage")
@@ -111,6 +112,10 @@ def test_bad_input_is_quarantined_with_its_reason_and_blocks_nothing(
     refused = query(dsn, "SELECT error FROM quarantine WHERE error LIKE 'database refused%'")
     assert len(refused) == 1 and "0x00" in refused[0][0]
     assert service.writer.outcomes["quarantined"] == 6
+    # each one a warning naming the topic, the size and the reason, as stored
+    logged = sorted((e["topic"], e["bytes"], e["error"]) for e in events if e["event"] == "quarantined")
+    assert all(e["level"] == "warning" for e in events if e["event"] == "quarantined")
+    assert logged == sorted(query(dsn, "SELECT topic, length(payload), error FROM quarantine"))
     # a gateway whose first message was quarantined is still registered by its first good one
     gateway.publish("park/guian-ftz/gw-other/schema", WireSchema("gw-other", nul_schema.devices).to_json())
     assert wait_until(lambda: count(dsn, "schemas") == 3, 20)

@@ -3,7 +3,6 @@ acknowledged only after their commit, the broker keeps the rest in our persisten
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -16,13 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import structlog
 
 from agent import log as logging_setup
 from hil.broker import Broker
 from ingest.devcluster import DevCluster
 from ingest.service import Ingest
-from tests.ingest.conftest import BASE, Gateway, batch, count, ingest_settings, vector, wait_until
+from tests.ingest.conftest import BASE, Gateway, batch, count, ingest_settings, recording_log, vector, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -180,13 +178,7 @@ def test_thirty_seconds_without_the_database_nothing_acknowledged_reported_nothi
     """PostgreSQL stopped for 30 s with batches arriving: not one PUBACK goes out while it is away
     (the broker keeps every batch as unacknowledged), the ingest says so in its log, and when
     the database is back it reports that, stores every batch once and acknowledges them."""
-    events: list[dict[str, Any]] = []
-
-    def record(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-        events.append(event)
-        raise structlog.DropEvent
-
-    log = structlog.wrap_logger(structlog.PrintLogger(io.StringIO()), processors=[record])
+    log, events = recording_log()
     dsn = own_cluster.dsn()
     _, schema, _ = vector("basic")
     service = Ingest(ingest_settings(dsn, broker.port), log=log).start()

@@ -12,7 +12,7 @@ from agent.codec import Batch, DeviceInfo, Group, Header, PointInfo, WireSchema,
 from ingest.service import Ingest
 from tests.ingest.conftest import BASE, Gateway, count, query, wait_until
 from tests.ingest.test_ingest import stored_readings
-from tests.vectors.generate import INVERTER, METER, SCHEMA
+from tests.vectors.generate import INVERTER, SCHEMA
 
 EPOCH = 4242
 HOUR_MS = 3_600_000
