@@ -38,7 +38,7 @@ PLANT = [("pv-roof-a", 1, "huawei/sun2000")]
 SHOWN = {"active_power", "energy_import", "voltage_l1", "flow_rate", "volume_total", "energy_yield_total",
          "inverter_state"}
 DEVICES = {d for d, _, _ in LINE + PLANT}
-ONCE_READINGS = 60  # --once: at least this many readings, and every device's, then stop (20 s at most)
+ONCE_READINGS = 60  # --once: at least this many readings, and every device shown twice, then stop (20 s at most)
 DB_EVERY_S = 10.0  # how often the live demo prints what PostgreSQL holds
 
 
