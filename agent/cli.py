@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:1883 or mqtts://host:8883")
     p.add_argument("--db", default=None, help="PostgreSQL connection string (default: $EDGE_INGEST_DB, "
                                               "then libpq's PG* variables)")
-    p.add_argument("--prefix", default="park", help="topic prefix of the gateways (default park)")
+    p.add_argument("--topic-prefix", "--prefix", dest="prefix", default="park",
+                   help="the gateways' mqtt.topic_prefix (default park; --prefix is an alias)")
     p.add_argument("--group", default="ingest", help="shared-subscription group of the instances (default ingest)")
     p.add_argument("--exclusive", action="store_true",
                    help="ordinary instead of shared subscriptions: one instance only, but safe over restarts of a "

@@ -63,6 +63,6 @@ class Ingest:
                 self.log.error("writer_died", note="exiting so that the service manager restarts us")
                 self.subscriber.stop()
                 return 1
-        self.log.info("stopping", outcomes=dict(self.writer.outcomes))
+        self.log.info("stopping", outcomes=dict(self.writer.outcomes), acked=self.writer.acked)
         self.stop()
         return 0

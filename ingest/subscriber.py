@@ -141,6 +141,8 @@ class Subscriber:
             self.log.error("subscription_refused", reasons=refused, note="check the broker's ACL for this client")
             return
         self.subscribed.set()
+        # the line a supervisor (or the demo) waits for: from here on, nothing the gateways publish is missed
+        self.log.info("subscribed", prefix=self.settings.prefix, shared=self.settings.shared)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         with self._lock:

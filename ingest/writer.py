@@ -35,6 +35,7 @@ class Writer(threading.Thread):
         self.outcomes: Counter[str] = Counter()
         self.db_up = threading.Event()
         self.db_failures = 0
+        self.acked = 0  # PUBACKs sent: flat while the database is away (what the broker sees)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -46,7 +47,7 @@ class Writer(threading.Thread):
                 deliveries = self._take()
                 if deliveries and self._store(deliveries):
                     for delivery in deliveries:
-                        self.ack(delivery)
+                        self.acked += self.ack(delivery)
         except BaseException:
             self.log.exception("writer_failed", note="nothing unstored was acknowledged")
             raise

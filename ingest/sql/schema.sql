@@ -60,8 +60,11 @@ CREATE TABLE IF NOT EXISTS samples (      -- columns ordered for alignment: 48-b
 CREATE INDEX IF NOT EXISTS samples_series_ts ON samples (series_id, ts);   -- a point over time, latest per point
 CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts);     -- everything in a time range, tiny
 
+-- one row per reading, as the reference decoder prints it: value is NULL when the reading has none
+-- or is not a number (an enum's name is in text, its code in detail; a text point's string in text)
 CREATE OR REPLACE VIEW readings AS
-SELECT s.gateway, s.device, s.point, s.unit, r.ts, r.value, r.text, q.name AS quality, r.detail, r.series_id
+SELECT s.gateway, s.device, s.point, s.unit, r.ts, CASE WHEN s.kind = 'enum' THEN NULL ELSE r.value END AS value,
+       r.text, q.name AS quality, r.detail, r.series_id
 FROM samples r JOIN series s ON s.id = r.series_id JOIN qualities q ON q.code = r.quality;
 
 -- the dedup key of at-least-once delivery, and each batch's header
@@ -187,7 +190,8 @@ INSERT INTO pv_points VALUES ('%', 'energy_yield_total') ON CONFLICT DO NOTHING;
 
 -- latest reading of every point (any quality), one index probe per point
 CREATE OR REPLACE VIEW latest_readings AS
-SELECT s.gateway, s.device, s.point, s.unit, r.ts, r.value, r.text, q.name AS quality, r.detail, s.id AS series_id
+SELECT s.gateway, s.device, s.point, s.unit, r.ts, CASE WHEN s.kind = 'enum' THEN NULL ELSE r.value END AS value,
+       r.text, q.name AS quality, r.detail, s.id AS series_id
 FROM series s
 CROSS JOIN LATERAL (SELECT x.ts, x.value, x.text, x.quality, x.detail FROM samples x
                     WHERE x.series_id = s.id ORDER BY x.ts DESC LIMIT 1) r

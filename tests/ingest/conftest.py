@@ -4,6 +4,7 @@ sends what a gateway sends."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent import log as logging_setup
@@ -62,8 +64,8 @@ def start_ingest(dsn: str, broker: Broker) -> Iterator[Callable[..., Ingest]]:
     logging_setup.configure(json_lines=True)
     started: list[Ingest] = []
 
-    def start(**broker_overrides: Any) -> Ingest:
-        service = Ingest(ingest_settings(dsn, broker.port, **broker_overrides)).start()
+    def start(log: Any = None, **broker_overrides: Any) -> Ingest:
+        service = Ingest(ingest_settings(dsn, broker.port, **broker_overrides), log=log).start()
         started.append(service)
         assert wait_until(service.subscriber.subscribed.is_set, 10) and wait_until(service.writer.db_up.is_set, 20)
         return service
@@ -96,6 +98,18 @@ def gateway(broker: Broker) -> Iterator[Gateway]:
     g = Gateway(broker.port)
     yield g
     g.close()
+
+
+def recording_log() -> tuple[Any, list[dict[str, Any]]]:
+    """A real structlog logger whose lines are kept in a list instead of printed: for tests of
+    what the ingest reports (an operator's only view of a quarantine or an outage)."""
+    events: list[dict[str, Any]] = []
+
+    def record(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        events.append({**event, "level": method})
+        raise structlog.DropEvent
+
+    return structlog.wrap_logger(structlog.PrintLogger(io.StringIO()), processors=[record]), events
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, step: float = 0.05) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from agent.codec import Batch, DeviceInfo, Group, Header, PointInfo, WireSchema, encode
 from ingest.service import Ingest
-from tests.ingest.conftest import BASE, Gateway, batch, count, query, vector, wait_until
+from tests.ingest.conftest import BASE, Gateway, batch, count, migrated, query, recording_log, vector, wait_until
 
 VECTOR_NAMES = ["basic", "qualities", "odd-values", "historical-zlib"]
 
@@ -85,7 +85,8 @@ def test_bad_input_is_quarantined_with_its_reason_and_blocks_nothing(
     good, schema, _ = vector("basic")
     nul, nul_schema = text_batch("bad\x00text", 1)  # PostgreSQL text cannot hold NUL: the database refuses it
     fine, _ = text_batch("SUN2000", 2)
-    service = start_ingest()
+    log, events = recording_log()
+    service = start_ingest(log=log)
     gateway.publish(f"{BASE}/schema", schema, retain=True)
     gateway.publish("park/guian-ftz/gw-other/schema", nul_schema.to_json(), retain=True)  # foreign: gateway mismatch
     gateway.publish("park/guian-ftz/gw-guian-01/telemetry", b"\x9c\x01garbage")
@@ -111,6 +112,10 @@ def test_bad_input_is_quarantined_with_its_reason_and_blocks_nothing(
     refused = query(dsn, "SELECT error FROM quarantine WHERE error LIKE 'database refused%'")
     assert len(refused) == 1 and "0x00" in refused[0][0]
     assert service.writer.outcomes["quarantined"] == 6
+    # each one a warning naming the topic, the size and the reason, as stored
+    logged = sorted((e["topic"], e["bytes"], e["error"]) for e in events if e["event"] == "quarantined")
+    assert all(e["level"] == "warning" for e in events if e["event"] == "quarantined")
+    assert logged == sorted(query(dsn, "SELECT topic, length(payload), error FROM quarantine"))
     # a gateway whose first message was quarantined is still registered by its first good one
     gateway.publish("park/guian-ftz/gw-other/schema", WireSchema("gw-other", nul_schema.devices).to_json())
     assert wait_until(lambda: count(dsn, "schemas") == 3, 20)
@@ -182,3 +187,31 @@ def test_an_ack_from_an_earlier_connection_is_not_sent_and_the_message_comes_aga
     finally:
         gateway.close()
         sub.stop()
+
+
+def test_the_readings_view_has_the_columns_a_platform_queries(dsn: str) -> None:
+    """Names and types are the contract of the view (a dashboard's SQL depends on them)."""
+    migrated(dsn).close()
+    columns = query(dsn, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'readings'"
+                         " ORDER BY ordinal_position")
+    assert columns[:8] == [("gateway", "text"), ("device", "text"), ("point", "text"), ("unit", "text"),
+                           ("ts", "timestamp with time zone"), ("value", "double precision"), ("text", "text"),
+                           ("quality", "text")]
+    assert sorted(r[0] for r in query(dsn, "SELECT name FROM qualities")) == sorted(
+        ["ok", "timeout", "exception", "unavailable", "decode_error"])
+
+
+def test_enums_and_text_points_have_no_numeric_value(dsn: str, gateway: Gateway,
+                                                      start_ingest: Callable[..., Ingest]) -> None:
+    """An enum's name and a text point's string are in `text`, `value` is NULL (not a number);
+    the enum's code stays in `detail`."""
+    payload, schema, _ = vector("qualities")
+    start_ingest()
+    gateway.publish(f"{BASE}/schema", schema, retain=True)
+    gateway.publish(f"{BASE}/telemetry", payload)
+    assert wait_until(lambda: count(dsn, "batches") == 1, 20)
+    for view in ("readings", "latest_readings"):
+        rows = query(dsn, f"SELECT point, value, text, quality, detail FROM {view} WHERE device = 'pv-roof-a'"
+                          " ORDER BY point")
+        assert rows == [("active_power", None, None, "unavailable", None), ("inverter_state", None, "on_grid", "ok", 512),
+                        ("model_name", None, "SUN2000-50KTL", "ok", None)], view

@@ -20,7 +20,7 @@ from agent import log as logging_setup
 from hil.broker import Broker
 from ingest.devcluster import DevCluster
 from ingest.service import Ingest
-from tests.ingest.conftest import BASE, Gateway, batch, count, ingest_settings, vector, wait_until
+from tests.ingest.conftest import BASE, Gateway, batch, count, ingest_settings, recording_log, vector, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -168,3 +168,45 @@ def test_while_the_database_is_away_the_broker_holds_all_but_receive_maximum(own
         assert wait_until(lambda: count(dsn, "batches") == 10, 60), count(dsn, "batches")
     finally:
         service.stop()
+
+
+OUTAGE_S = 30.0  # the issue's outage: long enough for many retries and a backoff at its ceiling
+
+
+def test_thirty_seconds_without_the_database_nothing_acknowledged_reported_nothing_lost(
+        own_cluster: DevCluster, broker: Broker, gateway: Gateway) -> None:
+    """PostgreSQL stopped for 30 s with batches arriving: not one PUBACK goes out while it is away
+    (the broker keeps every batch as unacknowledged), the ingest says so in its log, and when
+    the database is back it reports that, stores every batch once and acknowledges them."""
+    log, events = recording_log()
+    dsn = own_cluster.dsn()
+    _, schema, _ = vector("basic")
+    service = Ingest(ingest_settings(dsn, broker.port), log=log).start()
+    try:
+        assert wait_until(service.writer.db_up.is_set, 20) and wait_until(service.subscriber.subscribed.is_set, 10)
+        gateway.publish(f"{BASE}/schema", schema, retain=True)
+        gateway.publish(f"{BASE}/telemetry", batch(1))
+        assert wait_until(lambda: count(dsn, "batches") == 1 and service.writer.acked == 2, 20)
+        own_cluster.stop()
+        back_at = time.monotonic() + OUTAGE_S
+        for seq in range(2, 12):
+            gateway.publish(f"{BASE}/telemetry", batch(seq))
+        assert wait_until(lambda: service.subscriber.received["telemetry"] == 11, 20)
+        assert wait_until(lambda: any(e["event"] == "database_unavailable" for e in events), 20)
+        while time.monotonic() < back_at:  # the outage lasts its 30 s; nothing may be acknowledged in it
+            assert service.writer.acked == 2 and count_unstored(service) == 10
+            time.sleep(0.5)
+        reports = [e for e in events if e["event"] == "database_unavailable"]
+        assert len(reports) >= 2 and all("not acknowledging" in e["note"] for e in reports)
+        own_cluster.start()
+        assert wait_until(lambda: count(dsn, "batches") == 11, 60), count(dsn, "batches")
+        assert wait_until(lambda: service.writer.acked == 12, 10)
+        assert count(dsn, "samples") == 11 * 6 and service.writer.outcomes["duplicate"] == 0
+        assert any(e["event"] == "database_back" for e in events)
+    finally:
+        service.stop()
+
+
+def count_unstored(service: Ingest) -> int:
+    """Batches received from the broker but not yet stored (hence not acknowledged)."""
+    return service.subscriber.received["telemetry"] - service.writer.outcomes["stored"]
