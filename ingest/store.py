@@ -198,7 +198,8 @@ class Store:
         return "quarantined"
 
     def quarantine(self, message: Message, error: str) -> None:
-        self._conn().execute("INSERT INTO quarantine (topic, payload, error, received_at) VALUES (%s, %s, %s, to_timestamp(%s))",
+        self._conn().execute("INSERT INTO quarantine (topic, payload, error, received_at) "
+                             "VALUES (%s, %s, %s, to_timestamp(%s))",
                              (message.topic, message.payload, error, message.received_at))
         self._on_commit.append(lambda: self.log.warning("quarantined", topic=message.topic, bytes=len(message.payload),
                                                         error=error))

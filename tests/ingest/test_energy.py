@@ -43,7 +43,8 @@ def energy(conn: Any, sid: int, gap: str = "2 minutes", t_from: dt.datetime = T,
     rows = conn.execute("SELECT bucket, energy_kwh, covered_s, estimated, counter_reset, lost_data"
                         " FROM interval_energy(%s, %s, %s::interval) WHERE series_id = %s ORDER BY bucket",
                         (t_from, t_to, gap, sid)).fetchall()
-    return [(int((b - t_from).total_seconds() // 60), round(e, 6), c, est, reset, lost) for b, e, c, est, reset, lost in rows]
+    return [(int((b - t_from).total_seconds() // 60), round(e, 6), c, est, reset, lost)
+            for b, e, c, est, reset, lost in rows]
 
 
 # (minute, counter kWh) readings -> (bucket minute, kWh, covered s, estimated, counter_reset, lost_data)

@@ -22,7 +22,8 @@ def stored_readings(dsn: str) -> list[dict[str, Any]]:
     out = []
     for device, point, unit, ts, value, text, quality, detail in rows:
         out.append({"device": device, "point": point, "unit": unit, "ts": ts,
-                    "value": text if text is not None else value, "quality": quality, **({"detail": detail} if detail else {})})
+                    "value": text if text is not None else value, "quality": quality,
+                    **({"detail": detail} if detail else {})})
     return sorted(out, key=lambda r: (r["device"], r["point"], r["ts"]))
 
 
@@ -76,7 +77,8 @@ def test_a_repeated_batch_is_stored_once(dsn: str, gateway: Gateway, start_inges
 
 def text_batch(text: str, seq: int) -> tuple[bytes, WireSchema]:
     schema = WireSchema("gw-guian-01", (DeviceInfo("pv-roof-a", "huawei/sun2000", (PointInfo("model_name", "", "text"),)),))
-    batch = Batch(Header("gw-guian-01", 9, seq, schema.id, 1_763_700_000_000), [(0, [Group([0], [1_763_700_000_000], [[text]])])])
+    group = Group([0], [1_763_700_000_000], [[text]])
+    batch = Batch(Header("gw-guian-01", 9, seq, schema.id, 1_763_700_000_000), [(0, [group])])
     return encode(batch, schema), schema
 
 

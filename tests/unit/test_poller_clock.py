@@ -24,7 +24,7 @@ def test_a_leap_gives_at_most_two_run_times(leap: timedelta) -> None:
     run times, ~50 s of a blocked event loop on a PC); the aligned trigger lists at most two."""
     scheduler = AsyncIOScheduler(timezone=UTC)
     job = scheduler.add_job(_noop, AlignedTrigger(1.0), next_run_time=START)
-    run_times = job._get_run_times(START + leap)  # noqa: SLF001 - what the scheduler's wake-up computes
+    run_times = job._get_run_times(START + leap)
     assert len(run_times) <= 2
     if leap > timedelta(0):
         assert run_times[-1] == START + leap  # the latest aligned tick, once
