@@ -51,6 +51,7 @@ METRICS_EVERY = 60.0
 HANG_SECONDS = 5.0  # EDGE_AGENT_FAULTS=hang-on-usr1: SIGUSR1 blocks the event loop this long
 STOP_BUDGET = 4.0  # seconds for the whole shutdown; systemd's TimeoutStopSec is larger
 LAG_WARN = 0.5  # seconds the event loop may wake late before it is logged
+SEAL_GRACE = 0.3  # s after a batch window's end when it is sealed even if a poll due in it is still out
 
 
 class Agent:
@@ -67,7 +68,8 @@ class Agent:
         self.pipeline = build_pipeline(loaded)
         self.assembler = Assembler(loaded.config.gateway.id, self.pipeline.schema, self.store,
                                    self.store.last_before_start)
-        self.poller = Poller(self.assembler.add, self.emit)
+        self.poller = Poller(self.assembler.add, self.emit, self._on_poll_done)
+        self._sealed_through = 0  # ms: the end of the last batch window sealed
         self.publisher = self._publisher(loaded)
         self.clock_watch = ClockWatch()
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -94,7 +96,8 @@ class Agent:
             self.tasks["publisher"] = asyncio.create_task(self.publisher.run(), name="publisher")
         self._report_buffer()
         self.poller.schedule(self.pipeline.devices)
-        self.poller.every("seal", self._batch_window(), self._seal_job)
+        window = self._batch_window()
+        self.poller.every("seal", window, self._seal_job, offset=min(SEAL_GRACE, window / 4))
         self.poller.start()
         listen = self.pipeline.loaded.config.prometheus
         if listen:
@@ -169,9 +172,21 @@ class Agent:
             self.log.warning("event loop blocked", seconds=round(lag, 3),
                              slowest_buffer_commit_s=round(self.spool.slowest_commit, 3))
 
+    def _on_poll_done(self, tick_ms: int) -> None:
+        """A batch is sealed as soon as every poll due in its window is in, not a window later: with
+        1 s batches a reading reaches the broker tens of milliseconds after its poll."""
+        window_ms = round(self._batch_window() * 1000)
+        window_end = (tick_ms // window_ms + 1) * window_ms
+        if window_end > self._sealed_through and self.poller.window_complete(window_end):
+            self._sealed_through = window_end
+            self._seal()
+
     async def _seal_job(self) -> None:
-        """A coroutine, so the scheduler runs it on the event loop (a plain function would run on a
+        """The deadline, shortly after each window ends, so a slow or dead device cannot hold a batch.
+        A coroutine, so the scheduler runs it on the event loop (a plain function would run on a
         worker thread, racing the polls that add to the open batch)."""
+        window_ms = round(self._batch_window() * 1000)
+        self._sealed_through = max(self._sealed_through, int(time.time() * 1000) // window_ms * window_ms)
         self._seal()
 
     def _seal(self) -> None:

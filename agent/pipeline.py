@@ -28,6 +28,8 @@ class DeviceState:
     failing_since: float | None = None
     last_summary: float = 0.0
     failures_since_summary: int = 0
+    running: bool = False  # a poll is in flight
+    next_tick_ms: int = 0  # the scheduled time of its next poll (a batch window is whole once all are past it)
 
     def __post_init__(self) -> None:
         self.ticks = TickTracker(self.interval)

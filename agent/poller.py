@@ -30,7 +30,7 @@ from agent import log
 from agent.drivers.health import Health
 from agent.events import DeviceOffline, DeviceOnline, Event, PollsSkipped
 from agent.pipeline import DeviceState
-from agent.schedule import Missed
+from agent.schedule import Missed, tick_index, tick_ms
 from agent.threads import confine, confined
 from agent.types import Reading
 
@@ -40,32 +40,39 @@ STALLED = "agent stalled: not started on time"
 
 
 class AlignedTrigger(BaseTrigger):
-    """Fires at wall-clock multiples of `interval`. After a stall or a clock leap it goes straight to
-    the latest multiple instead of walking every one it skipped (the skipped ones are the
-    TickTracker's to count)."""
+    """Fires at wall-clock multiples of `interval` (plus `offset`), or at once the first time if
+    `immediate` (a device's first reading as soon as the agent is up, then aligned). After a stall
+    or a clock leap it goes straight to the latest multiple instead of walking every one it skipped
+    (the skipped ones are the TickTracker's to count)."""
 
-    __slots__ = ("interval",)
+    __slots__ = ("immediate", "interval", "offset")
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
+    def __init__(self, interval: float, immediate: bool = False, offset: float = 0.0) -> None:
+        self.interval, self.immediate, self.offset = interval, immediate, offset
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
-        t, i = now.timestamp(), self.interval
+        t, i = now.timestamp() - self.offset, self.interval
         if previous_fire_time is None:
+            if self.immediate:
+                return now
             tick = math.ceil(t / i - 1e-9)
         else:
-            tick = round(previous_fire_time.timestamp() / i) + 1
+            tick = math.floor((previous_fire_time.timestamp() - self.offset) / i + 1e-9) + 1
             latest = math.floor(t / i + 1e-9)
             if tick < latest:  # far behind: one run for the latest multiple, not one per missed one
                 tick = latest
-        return datetime.fromtimestamp(tick * i, UTC)
+        return datetime.fromtimestamp(tick * i + self.offset, UTC)
 
 
 class Poller:
-    def __init__(self, on_readings: Callable[[Sequence[Reading]], None], emit: Callable[[Event], None]) -> None:
+    def __init__(self, on_readings: Callable[[Sequence[Reading]], None], emit: Callable[[Event], None],
+                 on_poll_done: Callable[[int], None] | None = None) -> None:
+        """`on_poll_done(tick_ms)`: after each poll's readings are handed over (the daemon seals a
+        batch as soon as every poll due in its window is in)."""
         confine(self)
         self.on_readings = on_readings
         self.emit = emit
+        self.on_poll_done = on_poll_done
         self.log = log.get("poller")
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
@@ -75,17 +82,25 @@ class Poller:
 
     # ------------------------------------------------------------------ jobs
 
-    def every(self, name: str, interval: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Another aligned periodic job (the batch seal): a coroutine function, run on the loop."""
-        self._scheduler.add_job(job, AlignedTrigger(interval), id=name, max_instances=1, coalesce=True,
-                                misfire_grace_time=max(1, math.ceil(interval)))
+    def every(self, name: str, interval: float, job: Callable[[], Awaitable[None]], offset: float = 0.0) -> None:
+        """Another aligned periodic job (the batch seal's deadline): a coroutine function, run on the loop."""
+        self._scheduler.add_job(job, AlignedTrigger(interval, offset=offset), id=name, max_instances=1,
+                                coalesce=True, misfire_grace_time=max(1, math.ceil(interval)))
 
     @confined
-    def schedule(self, devices: dict[str, DeviceState]) -> None:
+    def schedule(self, devices: dict[str, DeviceState], immediate: bool = True) -> None:
+        """Every device on its interval; with `immediate`, the first poll of each runs at once."""
         self._devices = devices
+        now = time.time()
         for key, state in devices.items():
-            self._scheduler.add_job(self._poll, AlignedTrigger(state.interval), args=[state], id=f"poll:{key}",
-                                    max_instances=1, coalesce=True, misfire_grace_time=max(1, math.ceil(state.interval)))
+            state.next_tick_ms = tick_ms(tick_index(now, state.interval) + (0 if immediate else 1), state.interval)
+            self._scheduler.add_job(self._poll, AlignedTrigger(state.interval, immediate), args=[state],
+                                    id=f"poll:{key}", max_instances=1, coalesce=True,
+                                    misfire_grace_time=max(1, math.ceil(state.interval)))
+
+    def window_complete(self, window_end_ms: int) -> bool:
+        """Every poll due before `window_end_ms` has run to its end: the batch of that window is whole."""
+        return all(not s.running and s.next_tick_ms >= window_end_ms for s in self._devices.values())
 
     @confined
     def unschedule(self) -> None:
@@ -159,6 +174,8 @@ class Poller:
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
+        tick = tick_index(time.time(), state.interval)
+        state.running, state.next_tick_ms = True, tick_ms(tick + 1, state.interval)
         try:
             self._note_stall(state)
             result = await state.reader.poll()
@@ -168,10 +185,13 @@ class Poller:
             self.log.error("poll crashed", device=state.reader.device_id, error=repr(exc))
             return
         finally:
+            state.running = False
             if task is not None:
                 self._running.discard(task)
         self.on_readings(result.readings)
         self._note_health(state, result.transition, result.error, result.answered)
+        if self.on_poll_done is not None:
+            self.on_poll_done(tick_ms(tick, state.interval))
 
     def _note_health(self, state: DeviceState, transition: Health | None, error: str, answered: bool) -> None:
         device = state.reader.device_id
