@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 LIVE_RESERVE = 2  # window slots the backlog leaves free for live batches
+PROBE_EVERY = (1.0, 3.0)  # s between TCP probes while the broker is down (uniform: a fleet spreads out)
 REFUSAL_PAUSE_MAX = 60.0
 
 
@@ -51,6 +52,10 @@ class DeliveryCore:
         self.cursor = 0
         self.tokens, self._refilled_at = 0.0, now
         self.failures = 0
+
+    def probe_delay(self) -> float:
+        """While nothing accepts connections: when to look again (cheap TCP probe, full jitter)."""
+        return self.jitter(*PROBE_EVERY)
 
     def reconnect_delay(self) -> float:
         """After a failed or lost session: how long to wait before the next attempt."""

@@ -5,6 +5,7 @@ onto these at their one seam, so nothing above a seam catches a third-party exce
     ├── ConfigError          bad YAML, unknown key, unknown profile: carries every Problem at once
     ├── BusError             the transport could not be opened or broke (reconnect with backoff)
     ├── BrokerError          the MQTT broker cannot be reached (TCP, TLS, no answer): retry with backoff
+    │   ├── BrokerDown       nothing accepts TCP connections there (refused, timed out): probe cheaply
     │   └── BrokerRefused    it answered and refused the connection (CONNACK reason code)
     ├── StorageError         the durable ring cannot do its job
     │   ├── BufferLocked     another agent holds the buffer directory
@@ -53,6 +54,10 @@ class BusError(AgentError):
 
 class BrokerError(AgentError):
     """The MQTT broker cannot be reached, or the connection to it failed."""
+
+
+class BrokerDown(BrokerError):
+    """Nothing accepts a TCP connection at the broker's address (refused, unreachable, timed out)."""
 
 
 class BrokerRefused(BrokerError):

@@ -48,6 +48,7 @@ class PublisherStats:
     refused: int = 0  # PUBACKs with a failure reason code
     watchdog_reconnects: int = 0
     historical: int = 0
+    probe_hits: int = 0  # reconnects started early because a TCP probe found the broker back
     protocol: str = ""
 
 

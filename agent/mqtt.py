@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.errors import BrokerError, BrokerRefused
+from agent.errors import BrokerDown, BrokerError, BrokerRefused
 
 Message = paho.MQTTMessage
 
@@ -86,8 +86,21 @@ def connect(client: paho.Client, endpoint: Endpoint, mqtt5: bool = True, session
         properties.SessionExpiryInterval = session_expiry or 0
         client.connect(endpoint.host, endpoint.port, endpoint.keepalive, clean_start=session_expiry is None,
                        properties=properties)
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(f"cannot connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
+    except ssl.SSLError as exc:
+        raise BrokerError(f"TLS handshake with {endpoint.host}:{endpoint.port} failed: {exc}") from exc
+    except (ConnectionRefusedError, TimeoutError, OSError) as exc:
+        raise BrokerDown(f"cannot connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
+
+
+async def accepts_connections(host: str, port: int, timeout: float = 1.0) -> bool:
+    """A TCP connect and close, nothing more: far cheaper for a broker than a TLS handshake and an
+    MQTT session, so a gateway can look every second or two for a broker that is back."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 def close_client(client: paho.Client) -> None:
@@ -129,12 +142,16 @@ class Connection:
 
     async def open(self, timeout: float) -> None:
         """Raises BrokerError (unreachable, timed out) or BrokerRefused (CONNACK with a failure)."""
+        where = f"{self.endpoint.host}:{self.endpoint.port}"
         try:
             await asyncio.wait_for(asyncio.to_thread(connect, self.client, self.endpoint, self.mqtt5), timeout)
-            self.client.loop_start()
+        except TimeoutError as exc:
+            raise BrokerDown(f"no TCP connection to {where} within {timeout:g} s") from exc
+        self.client.loop_start()
+        try:
             await asyncio.wait_for(asyncio.shield(self._connack), timeout)
         except TimeoutError as exc:
-            raise BrokerError(f"no answer from {self.endpoint.host}:{self.endpoint.port} within {timeout:g} s") from exc
+            raise BrokerError(f"no CONNACK from {where} within {timeout:g} s") from exc
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> int | None:
         """The packet id; None when paho's queue is full (try later). Raises BrokerError when the

@@ -31,7 +31,7 @@ from agent.buffer.ring import SealedBatch
 from agent.buffer.spool import Spool
 from agent.codec import compress, set_historical, split
 from agent.delivery import DeliveryCore
-from agent.errors import BrokerError, BrokerRefused
+from agent.errors import BrokerDown, BrokerError, BrokerRefused
 from agent.events import (
     AckTimeout,
     BatchSplit,
@@ -44,7 +44,7 @@ from agent.events import (
     PublishRefused,
 )
 from agent.metrics import PublisherStats
-from agent.mqtt import Connection, Endpoint
+from agent.mqtt import Connection, Endpoint, accepts_connections
 from agent.threads import confine, confined
 
 MAX_EVENTS_KEPT = 1000
@@ -126,6 +126,7 @@ class Publisher:
         self._session: _Session | None = None
         self._store_generation = 0
         self._mqtt5 = True
+        self._broker_down = False  # the last attempt found nothing accepting TCP connections
         self.connected = asyncio.Event()
 
     # ------------------------------------------------------------------ public
@@ -177,10 +178,24 @@ class Publisher:
                 self.event(PublisherError(f"{type(exc).__name__}: {exc}"))
             if self._stop.is_set():
                 break
-            try:  # back off; only stop() cuts it short (new batches wait in the buffer meanwhile)
-                await asyncio.wait_for(self._stop.wait(), timeout=self.core.reconnect_delay())
+            await self._back_off(self.core.reconnect_delay())
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait `delay` before the next attempt; only stop() cuts it short. While nothing accepted the
+        last TCP connection (the broker is down), look with cheap TCP probes every 1-3 s and try at
+        once when one connects: back within seconds of the broker, whatever the backoff had grown
+        to. A broker that accepts TCP but fails later (a proxy, TLS, CONNACK) waits the backoff."""
+        deadline = self.clock() + delay
+        while not self._stop.is_set() and (left := deadline - self.clock()) > 0:
+            step = min(left, self.core.probe_delay()) if self._broker_down else left
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=step)
+                return
             except TimeoutError:
                 pass
+            if self._broker_down and await accepts_connections(self.settings.host, self.settings.port):
+                self.stats.probe_hits += 1
+                return
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Publish status offline (best effort: its PUBACK is awaited) and close the session."""
@@ -213,8 +228,10 @@ class Publisher:
             return
         except BrokerError as exc:
             await link.close()
+            self._broker_down = isinstance(exc, BrokerDown)
             self._note_down(str(exc))
             return
+        self._broker_down = False
         self.stats.connects += 1
         self.stats.protocol = "MQTT 5" if self._mqtt5 else "MQTT 3.1.1"
         self.core.session_started(self.clock())

@@ -527,3 +527,29 @@ def test_historical_is_set_exactly_on_batches_not_published_live(broker: Broker,
     assert len(offline) >= 20 and len(live) >= 40
     assert all(every[seq] == {True} for seq in offline), {s: every[s] for s in offline}
     assert [seq for seq in live if first[seq]] == []  # no live batch arrived first as historical
+
+
+def test_back_within_seconds_of_the_broker_whatever_the_backoff_grew_to(broker: Broker, tmp_path: Path) -> None:
+    """The backoff has grown to 8-16 s when the broker comes back; cheap TCP probes every 1-3 s find
+    it and the publisher connects at once instead of waiting the backoff out."""
+    sub_port = broker.port
+
+    async def scenario() -> tuple[int, int]:
+        ring, spool = open_spool(tmp_path / "buf")
+        pub = publisher(broker.port, spool, backoff_min=4.0, backoff_max=60.0)
+        await asyncio.to_thread(broker.stop)
+        task = asyncio.create_task(pub.run())
+        await asyncio.sleep(10)  # three failed attempts: the next full one is 8-16 s away
+        spool.add(make_batch(ring, 0))
+        await asyncio.to_thread(broker.start)
+        connected = await wait_for(pub.connected.is_set, 20)
+        hits = pub.stats.probe_hits
+        await pub.stop()
+        task.cancel()
+        ring.close()
+        return int(connected), hits
+
+    connected, hits = asyncio.run(scenario())
+    assert connected == 1 and hits >= 1  # the reconnect came from a probe, not from the backoff
+    sub = Subscriber(sub_port)
+    sub.close()
