@@ -34,6 +34,11 @@ class Numbering(Protocol):
     @property
     def dropped_total(self) -> int: ...
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the storage behind the numbering does (recovered, detached, re-attached)."""
+        ...
+
     def allocate(self) -> tuple[int, int]:
         """A fresh dedup key (epoch, seq), never handed out before."""
         ...
@@ -50,7 +55,9 @@ class Assembler:
         self.numbering = numbering
         self._batcher = Batcher(schema)
         self._key: tuple[int, int] | None = None  # (epoch, seq) of the open batch once a draft took it
+        self._key_generation = 0  # the storage generation the key (and its drafts) belong to
         self._drafted = 0  # readings in the last draft
+        self._draft: tuple[dict[tuple[str, str], int], Header] | None = None  # its marks and header
         # (epoch, dropped_total) the previous batch carried; at start, what the buffer knew then (a
         # recovery's losses are announced by its own event, not again as dropped_new)
         self._reported = (numbering.epoch, numbering.dropped_total)
@@ -69,6 +76,7 @@ class Assembler:
     @confined
     def seal(self) -> SealedBatch | None:
         """Close the open batch (None if it is empty); the next reading opens a new one."""
+        self._settle()
         if not self._batcher.count:
             return None
         header = self._header()
@@ -76,18 +84,21 @@ class Assembler:
         assert sealed is not None
         self._reported = (header.epoch, header.dropped_total)
         self._first = False
-        self._key, self._drafted = None, 0
+        self._key, self._drafted, self._draft = None, 0, None
         return _stored(sealed, self.schema)
 
     @confined
     def draft(self) -> SealedBatch | None:
         """The open batch as it stands, under the key it will be sealed with; None when nothing was
         added since the last draft."""
+        self._settle()
         if not self._batcher.count or self._batcher.count == self._drafted:
             return None
-        sealed = self._batcher.peek(self._header())
+        header = self._header()
+        sealed = self._batcher.peek(header)
         assert sealed is not None
         self._drafted = self._batcher.count
+        self._draft = (self._batcher.marks(), sealed.batch.header)
         return _stored(sealed, self.schema)
 
     @confined
@@ -103,9 +114,23 @@ class Assembler:
         """Readings dropped because the schema has no such device or point (a programming error)."""
         return self._batcher.unknown
 
+    def _settle(self) -> None:
+        """The storage changed under a drafted batch (the disk failed, came back, was recovered): the
+        last draft, as written, becomes a batch of its own, and the open batch goes on with what came
+        after it under a new key. So a key is never published with two contents, even if the old
+        disk's draft surfaces after a restart."""
+        if self._draft is None or self._key is None or self.numbering.generation == self._key_generation:
+            return
+        marks, header = self._draft
+        self._batcher.drop(marks)
+        self._reported = (header.epoch, header.dropped_total)
+        self._first = False
+        self._key, self._drafted, self._draft = None, 0, None
+
     def _header(self) -> Header:
         if self._key is None:
             self._key = self.numbering.allocate()
+            self._key_generation = self.numbering.generation
         epoch, seq = self._key
         total = self.numbering.dropped_total
         reported = self._reported[1] if self._reported[0] == epoch else 0

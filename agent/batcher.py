@@ -65,6 +65,25 @@ class Batcher:
                 t_last = ts
         self.t_first, self.t_last = t_first, t_last
 
+    def marks(self) -> dict[tuple[str, str], int]:
+        """How many readings each (device, point) holds now (what a draft contains)."""
+        return {(device, point): len(rows) for device, points in self._rows.items() for point, rows in points.items()}
+
+    def drop(self, marks: dict[tuple[str, str], int]) -> None:
+        """Forget the readings a draft held (`marks`): the draft became a batch of its own."""
+        for (device, point), n in marks.items():
+            rows = self._rows.get(device, {}).get(point)
+            if rows is not None:
+                del rows[:n]
+                if not rows:
+                    del self._rows[device][point]
+            if device in self._rows and not self._rows[device]:
+                del self._rows[device]
+        stamps = [row[0] for points in self._rows.values() for rows in points.values() for row in rows]
+        self.count = len(stamps)
+        self.t_first = min(stamps, default=None)
+        self.t_last = max(stamps, default=None)
+
     def peek(self, header: Header) -> Sealed | None:
         """The open batch as it stands, without closing it (a draft for the disk during outages)."""
         return self._build(header)

@@ -223,6 +223,8 @@ class Agent:
         if self._prometheus is not None:
             self._prometheus.close()
         await self.pipeline.close()
+        self._report_buffer()
+        self.spool.close()  # events the publisher handed back while stopping, and any late acks
         self.store.close()
         self.log.info("stopped", backlog_batches=self.store.backlog,
                       took_s=round(time.monotonic() - deadline + STOP_BUDGET, 3))

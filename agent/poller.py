@@ -123,6 +123,7 @@ class Poller:
     async def stop(self, timeout: float) -> None:
         """No new polls; wait (up to `timeout`) for those in flight, so their readings are sealed."""
         self._scheduler.shutdown(wait=False)
+        await asyncio.sleep(0)  # poll tasks the scheduler created but that have not started register now
         if self._running:
             _, late = await asyncio.wait(set(self._running), timeout=timeout)
             for task in late:

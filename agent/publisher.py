@@ -313,15 +313,17 @@ class Publisher:
             if batch.seq in in_flight:
                 self.core.skip(batch.seq)
                 continue
-            self._send(session, batch, historical=True, now=now)
+            if not self._send(session, batch, historical=True, now=now):
+                return True  # paho is full or the link went: this batch first, next round
             room -= 1
         return False
 
-    def _send(self, session: _Session, batch: SealedBatch, historical: bool, now: float) -> None:
+    def _send(self, session: _Session, batch: SealedBatch, historical: bool, now: float) -> bool:
+        """Hand one batch to the client; False if it could not take it (kept, offered again)."""
         link = session.link
         if link.max_packet and len(batch.payload) + PACKET_OVERHEAD + len(self.topic("telemetry")) > link.max_packet:
             self._split(batch, link.max_packet)
-            return
+            return True
         payload = set_historical(batch.payload) if historical else batch.payload
         if self.settings.compress:
             payload = compress(payload)
@@ -332,10 +334,11 @@ class Publisher:
         if mid is None:  # paho is full or the link is gone: keep it for later
             self.spool.refused(batch.seq)
             self.core.rewind(batch.seq)
-            return
+            return False
         self.core.sent(mid, batch.seq, historical, now)
         self.stats.published += 1
         self.stats.historical += historical
+        return True
 
     def _split(self, batch: SealedBatch, max_packet: int) -> None:
         """Replace a batch the broker would refuse for its size by smaller ones (sent from disk)."""
@@ -357,13 +360,16 @@ class Publisher:
             stored = self.spool.stored_events(after=session.event_cursor, limit=quota)
             for event_id, body in stored:
                 mid = self._publish_quietly(self.topic("events"), body)
+                if mid is None:  # the client is full: this one again next round
+                    return
                 session.event_cursor = event_id
-                if mid is not None:
-                    session.event_flights[mid] = event_id
+                session.event_flights[mid] = event_id
             session.stored_events_sent = len(stored) < quota
             quota -= len(stored)
         for _ in range(min(quota, len(self.events))):
-            self._publish_quietly(self.topic("events"), json.dumps(self.events.popleft()))
+            if self._publish_quietly(self.topic("events"), json.dumps(self.events[0])) is None:
+                return  # the client is full: kept, next round (or to disk if the link goes)
+            self.events.popleft()
         while self._latest:
             leaf, payload = self._latest.popitem()
             self._publish_quietly(self.topic(leaf), payload, qos=0)

@@ -29,8 +29,13 @@ class DirectoryLock:
             os.close(fd)
             raise BufferLocked(f"buffer {self.path.parent} is in use by another agent (pid {holder}); "
                                "stop it first, or give this one another buffer.path") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:

@@ -114,6 +114,9 @@ class MemoryRing:
     def close(self) -> None:
         """Nothing to close: what memory holds is lost with the process (said by buffer_unavailable)."""
 
+    def holds(self, seq: int) -> bool:
+        return seq in self._batches
+
     @property
     def pending_acks(self) -> int:
         return len(self._pending_acks)

@@ -27,7 +27,7 @@ from typing import Any
 
 from agent.buffer.lock import DirectoryLock
 from agent.buffer.schema import COLUMNS, DB_NAME, WAL_LIMIT, Recovery, open_checked, storage_error, verify
-from agent.errors import BufferIOError
+from agent.errors import BufferIOError, StorageError
 from agent.threads import confine, confined
 
 ROW_OVERHEAD = 48  # bytes a row costs beyond its payload (key, columns, b-tree cell): counted against max_bytes
@@ -199,14 +199,21 @@ class Ring:
         sequence numbers past every one this ring handed out. Raises StorageError if the disk
         cannot even do that (the caller falls back to memory)."""
         reason = reason or self.integrity or "damage found while running"
+        acks = self.take_pending_acks()
         self.detach()
         ring = Ring.open(self.directory, self.max_bytes, self.min_free_bytes, known_damage=reason)
-        if ring.recovery.lost_readings is None:  # the counters were unreadable: ours were not
-            lost_batches = max(0, self._batches - ring.recovery.salvaged_batches)
-            lost_readings = max(0, self._readings - ring._readings)
-            ring.count_lost(lost_batches, lost_readings)
-            ring.recovery = replace(ring.recovery, lost_batches=lost_batches, lost_readings=lost_readings)
-        ring.reserve_from(self._next_seq)
+        try:
+            if ring.recovery.lost_readings is None:  # the counters were unreadable: ours were not
+                lost_batches = max(0, self._batches - ring.recovery.salvaged_batches)
+                lost_readings = max(0, self._readings - ring._readings)
+                ring.count_lost(lost_batches, lost_readings)
+                ring.recovery = replace(ring.recovery, lost_batches=lost_batches, lost_readings=lost_readings)
+            ring.reserve_from(self._next_seq)
+        except BaseException:
+            ring.detach()  # never keep the lock of a ring nobody will use
+            raise
+        for seq in acks:  # acknowledged before the damage: salvaged copies must not be sent again
+            ring.ack(seq)
         return ring
 
     def detach(self) -> None:
@@ -244,8 +251,8 @@ class Ring:
                 magic = f.read(16)
         except FileNotFoundError:
             return "buffer file removed while in use"
-        except OSError as exc:
-            return f"buffer file unreadable: {exc.strerror or exc}"
+        except OSError:
+            return None  # an I/O error is not damage: the next read or write meets it and detaches
         return None if magic == b"SQLite format 3\x00" else "buffer file overwritten: not an SQLite database any more"
 
     @property
@@ -263,8 +270,8 @@ class Ring:
             if self._pending_acks or self._pending_event_acks:
                 self.commit()
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
+        except (sqlite3.Error, StorageError):
+            pass  # what is not committed is re-sent after the restart (at least once)
         finally:
             self._conn.close()
             self._lock.release()

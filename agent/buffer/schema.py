@@ -126,7 +126,9 @@ def verify(path: Path) -> str:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        return str(exc)
+        if isinstance(storage_error(exc, ""), BufferCorrupt):
+            return str(exc)
+        return f"unverified: {exc}"  # an I/O error or a busy file says nothing about damage
     return "ok" if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:3])
 
 

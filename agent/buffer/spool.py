@@ -60,12 +60,14 @@ class Spool:
         self.slowest_commit = 0.0  # seconds, the longest commit so far (an SD card's fsync can take seconds)
         self._losses: list[Loss] = []  # evicted and not yet reported, one entry per run of consecutive seqs
         self._held: int | None = None  # seq of the open batch's draft: on disk, not to be published yet
+        self._held_generation = 0  # the store generation that draft was written to
 
     # ------------------------------------------------------------------ inputs
 
     @confined
     def add(self, batch: SealedBatch) -> None:
         """A newly sealed batch."""
+        self._forget_stale_draft()
         if batch.seq == self._held or self.mode is BufferMode.ALWAYS:
             if batch.seq == self._held:  # the final version of a draft replaces it on disk at once
                 self._held = None
@@ -119,7 +121,7 @@ class Spool:
     def draft(self, batch: SealedBatch) -> None:
         """The open batch so far, committed under its final seq and held back from publishing until
         sealed: a power cut during an outage then loses only what came after the last draft."""
-        self._held = batch.seq
+        self._held, self._held_generation = batch.seq, self.ring.generation
         self._commit([batch])
 
     def refused(self, seq: int) -> None:
@@ -166,6 +168,7 @@ class Spool:
     def backlog(self, after: int = 0) -> Iterator[SealedBatch]:
         """Stored batches not yet acknowledged and not offered live, oldest first (streaming)."""
         self._flush_unwritten()
+        self._forget_stale_draft()
         return (batch for batch in self.ring.unacked(after) if batch.seq != self._held and batch.seq not in self._memory)
 
     def take_losses(self) -> list[Loss]:
@@ -180,6 +183,12 @@ class Spool:
         return len(self._memory)
 
     # ------------------------------------------------------------------ internals
+
+    def _forget_stale_draft(self) -> None:
+        """The store changed since the draft was written: the assembler has made that draft a batch
+        of its own (see Assembler._settle), to be published like any other."""
+        if self._held is not None and self.ring.generation != self._held_generation:
+            self._held = None
 
     def _spill(self, seqs: list[int]) -> None:
         """To disk. A batch already published leaves the live queue (a re-send is historical); one

@@ -108,7 +108,8 @@ class Store:
 
     @confined
     def ack(self, seq: int) -> None:
-        if self._memory is not None and seq < self._memory.first_seq:
+        memory = self._memory
+        if memory is not None and seq < memory.first_seq and not memory.holds(seq):
             self._deferred_acks.add(seq)  # a disk batch acknowledged while the disk is away
         else:
             self._current.ack(seq)
@@ -165,7 +166,7 @@ class Store:
     def tick(self) -> None:
         """About once a second: recover damage the background check found; retry a detached disk."""
         ring, now = self._ring, self.clock()
-        if ring is not None and ring.integrity not in (None, "ok"):
+        if ring is not None and ring.integrity not in (None, "ok") and not ring.integrity.startswith("unverified"):
             self._recover(f"integrity check: {ring.integrity}")
         elif ring is not None and now >= self._look_at:
             self._look_at = now + LOOK_EVERY
@@ -250,17 +251,18 @@ class Store:
             self._retry_later(exc)
             return
         batches, events = memory.snapshot()
+        batches = [b for b in batches if b.seq not in self._deferred_acks]  # acknowledged while away
         try:
             ring.reserve_from(memory.next_seq)
             for seq in self._deferred_acks:
                 ring.ack(seq)
             result = ring.commit(batches, events)
+            ring.count_lost(memory.dropped_batches, memory.lost_readings)
         except StorageError as exc:
             ring.detach()
             self._retry_later(exc)
             return
         memory.clear()
-        ring.count_lost(memory.dropped_batches, memory.lost_readings)
         for loss in result.losses:
             add_loss(self._losses, loss)
         reason, since = self.unavailable or ("", time.time())

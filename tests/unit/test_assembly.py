@@ -27,6 +27,7 @@ class Numbering:
     boot_count: int = 3
     dropped_total: int = 0
     next_seq: int = 100
+    generation: int = 0
 
     def allocate(self) -> tuple[int, int]:
         self.next_seq += 1
@@ -140,3 +141,20 @@ def test_pipeline_state_refuses_a_call_from_another_thread() -> None:
     assert "apscheduler-worker" in str(errors[0]) and assembler.count == 0  # refused before any change
     assembler.add(readings(1000))  # the owner's thread is welcome
     assert assembler.count == 2
+
+
+def test_a_draft_on_storage_that_changed_becomes_a_batch_of_its_own() -> None:
+    """The disk failed (or came back, or was recovered) after a draft was written: the draft as
+    written is final under its key; what came after goes on under a new key. No key gets two
+    contents, no reading is in two batches."""
+    numbering = Numbering()
+    assembler = Assembler("gw-t", SCHEMA, numbering)
+    assembler.add(readings(1000))
+    draft = assembler.draft()
+    assert draft is not None and draft.seq == 100
+    numbering.generation += 1  # the store detached to memory
+    assembler.add(readings(2000))
+    final = assembler.seal()
+    assert final is not None and final.seq == 101 and final.readings == 2
+    assert {r.ts for r in decode(final.payload, SCHEMA)} == {2000}  # only what came after the draft
+    assert assembler.seal() is None
