@@ -47,7 +47,7 @@ def test_a_batch_that_fell_to_memory_is_acknowledged_there(card: Card) -> None:
     store.commit()  # acknowledgements take effect with the next commit
     assert list(spool.backlog()) == [] and store.backlog == 0
     card.repair()
-    store._retry_at = 0  # noqa: SLF001 - do not wait out the backoff in a test
+    store._retry_at = 0
     spool.tick()
     assert store.on_disk and [n.kind for n in store.take_notices()] == ["buffer_restored"]
     assert list(spool.backlog()) == []  # the acknowledged first batch did not come back from the disk
@@ -63,7 +63,7 @@ def test_a_recovery_keeps_the_acknowledgements_not_yet_committed(tmp_path: Path)
     db = tmp_path / "buf" / "buffer.sqlite"
     with open(db, "r+b") as f:
         f.write(os.urandom(db.stat().st_size))
-    store._look_at = 0  # noqa: SLF001 - look at the file now
+    store._look_at = 0
     store.tick()
     assert [n.kind for n in store.take_notices()] == ["buffer_lost"]
     assert [b.seq for b in store.unacked()] == [batches[2].seq]  # acknowledged ones are not sent again
