@@ -12,7 +12,8 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from agent import __version__
 from agent.config import ProfileLibrary, load_config
@@ -272,18 +273,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if protocol != "modbus" or listen.protocol != "modbus":
         return _simulate_meters(args, profile, listen, overrides)
 
-    async def run() -> None:
-        handle = await serve(listen, {unit: SimulatedDevice(profile, overrides, missing=set(args.missing))})
-        where = f"{listen.transport.value}://{listen.host}:{handle.port}" if handle.port else str(listen)
-        print(f"simulating {args.profile} as unit {unit} on {where} (Ctrl-C stops)", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await handle.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return 0
+    devices = {unit: SimulatedDevice(profile, overrides, missing=set(args.missing))}
+    return _serve_until_interrupted(lambda: serve(listen, devices), listen, f"{args.profile} as unit {unit}")
 
 
 def _simulate_meters(args: argparse.Namespace, profile: Profile, listen: BusSpec,
@@ -301,11 +292,18 @@ def _simulate_meters(args: argparse.Namespace, profile: Profile, listen: BusSpec
         print(f"error: a {protocol} address has {digits} digits: {', '.join(bad)}", file=sys.stderr)
         return EXIT_INPUT
 
+    meters = {a: SimulatedDevice(profile, dict(overrides), missing=set(args.missing)) for a in addresses}
+    return _serve_until_interrupted(lambda: serve_meters(listen, meters), listen,
+                                    f"{args.profile} as meter(s) {', '.join(addresses)}")
+
+
+def _serve_until_interrupted(start: Callable[[], Awaitable[Any]], listen: BusSpec, what: str) -> int:
+    """Run a simulator server (Modbus or meters) until Ctrl-C, saying where it listens."""
+
     async def run() -> None:
-        meters = {a: SimulatedDevice(profile, dict(overrides), missing=set(args.missing)) for a in addresses}
-        handle = await serve_meters(listen, meters)
+        handle = await start()
         where = f"{listen.transport.value}://{listen.host}:{handle.port}" if handle.port else str(listen)
-        print(f"simulating {args.profile} as meter(s) {', '.join(addresses)} on {where} (Ctrl-C stops)", flush=True)
+        print(f"simulating {what} on {where} (Ctrl-C stops)", flush=True)
         try:
             await asyncio.Event().wait()
         finally:

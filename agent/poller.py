@@ -99,8 +99,12 @@ class Poller:
                                     misfire_grace_time=max(1, math.ceil(state.interval)))
 
     def window_complete(self, window_end_ms: int) -> bool:
-        """Every poll due before `window_end_ms` has run to its end: the batch of that window is whole."""
-        return all(not s.running and s.next_tick_ms >= window_end_ms for s in self._devices.values())
+        """Every poll due before `window_end_ms` has run to its end: the batch of that window is whole.
+        Called after every poll: while any poll is in flight the answer is no at once, so the walk over
+        all devices happens about once per tick, not once per poll."""
+        if self._running:
+            return False
+        return all(s.next_tick_ms >= window_end_ms for s in self._devices.values())
 
     @confined
     def unschedule(self) -> None:
@@ -155,10 +159,10 @@ class Poller:
             state.stalls += len(stamps)
         self._note_skipped(state.reader.device_id, OVERRUN if overrun else STALLED, Missed(stamps, len(stamps)))
 
-    def _note_stall(self, state: DeviceState) -> None:
+    def _note_stall(self, state: DeviceState, now: float) -> None:
         """Polls the scheduler silently coalesced away because the agent could not start them on time
         (a stalled event loop, a suspended process): reported like any other skipped poll."""
-        missed = state.ticks.run(time.time(), time.monotonic())
+        missed = state.ticks.run(now, time.monotonic())
         if missed.count:
             state.stalls += missed.count
             self.log.warning("polls not started on time", device=state.reader.device_id, missed=missed.count,
@@ -175,10 +179,11 @@ class Poller:
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
-        tick = tick_index(time.time(), state.interval)
+        now = time.time()
+        tick = tick_index(now, state.interval)
         state.running, state.next_tick_ms = True, tick_ms(tick + 1, state.interval)
         try:
-            self._note_stall(state)
+            self._note_stall(state, now)
             result = await state.reader.poll()
         except asyncio.CancelledError:
             return  # shutting down: what is left is cancelled; nothing to report
