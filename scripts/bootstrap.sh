@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine or an existing one: OS packages the tests need
-# (socat for pseudo-terminal RS-485 lines, mosquitto for the broker tests, postgresql for the ingest tests), then a virtualenv
+# (socat for pseudo-terminal RS-485 lines, mosquitto for the broker tests, postgresql for the ingest tests, fuse3 for the
+# power-cut tests' file system), then a virtualenv
 # in .venv with the agent and its test dependencies. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 # PostgreSQL server binaries for the ingest tests (each run starts a private cluster with initdb/pg_ctl);
 # Debian keeps them in /usr/lib/postgresql/<version>/bin, off the PATH
 command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+# libfuse 3 (loaded by mfusepy through ctypes) and fusermount3 for the power-cut file system (hil/powercut.py)
+{ command -v fusermount3 >/dev/null 2>&1 && compgen -G "/usr/lib/*/libfuse3.so.3*" >/dev/null; } || need_apt+=(fuse3 libfuse3-3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2
