@@ -9,11 +9,14 @@ What is modelled:
 - **Data** (write, truncate) is pending per file, in issue order, on top of the file's durable
   content in the backing directory; reads see durable content + pending operations. fsync and
   fdatasync of a file write its pending operations into the backing file (and fsync that).
-- **Namespace operations** (create, mkdir, rename, unlink, rmdir, chmod, utimens) are durable at
-  once, as an ordered-journal file system (ext4 data=ordered) nearly makes them: a created or renamed
-  file survives the cut, with the durable part of its content only (the classic zero-length file
-  after rename-without-fsync). Losing a namespace operation whose directory was not fsynced
-  (which POSIX allows) is NOT modelled.
+- **Namespace operations** (create, mkdir, rename, unlink, rmdir) in strict mode (the default of
+  `PowerCutFS`) are durable only once a directory they touch is fsynced, as POSIX promises: the
+  cut undoes the others, newest first (a file created and fsynced in a directory never fsynced is
+  gone; an unlinked file comes back, kept meanwhile as a hard link beside the backing directory;
+  a rename goes back). An fsync of a directory makes all its pending operations durable. Without
+  strict mode they are durable at once (what ext4's ordered journal nearly gives); either way a
+  renamed file keeps only the durable part of its content (the zero-length file after a rename
+  without fsync). chmod, chown and utimens are durable at once.
 - **Volatile files** (names ending in `-shm` by default: SQLite's wal-index, a shared-memory map
   whose content SQLite rebuilds from the WAL after a crash) pass straight through, so mmap of them
   works as on a real disk and nothing there is ever held back.
@@ -109,6 +112,30 @@ class Node:
         os.fsync(self.fd)
 
 
+@dataclass
+class NameOp:
+    """A namespace change not yet made durable by an fsync of its directory (strict mode only)."""
+
+    kind: str  # create, mkdir, unlink, rmdir, rename
+    path: str  # backing path (the new name of a rename)
+    dirs: tuple[str, ...]  # an fsync of any of these directories makes it durable
+    old: str = ""  # rename: the old name
+    stash: str = ""  # unlink, rename over a file: the file removed, kept (hard link) to bring it back
+
+    def undo(self) -> None:
+        if self.kind == "create":
+            if os.path.lexists(self.path):
+                os.unlink(self.path)
+        elif self.kind == "mkdir":
+            shutil.rmtree(self.path, ignore_errors=True)
+        elif self.kind == "rmdir":
+            os.makedirs(self.path, exist_ok=True)
+        elif self.kind == "rename" and os.path.lexists(self.path):
+            os.rename(self.path, self.old)
+        if self.stash:
+            os.rename(self.stash, self.path)
+
+
 @dataclass(frozen=True)
 class Cut:
     """What a power cut did: pending operations lost, kept, and the torn one (path, bytes kept of)."""
@@ -119,14 +146,20 @@ class Cut:
     lost_bytes: int
     kept: int
     torn: tuple[str, int, int] | None
+    undone: int = 0  # namespace operations undone (strict mode)
 
 
 class CrashModel:
     """The file system's state, independent of FUSE: testable directly, driven by `CrashFS`."""
 
-    def __init__(self, backing: str | Path, volatile_suffixes: tuple[str, ...] = VOLATILE_SUFFIXES) -> None:
+    def __init__(self, backing: str | Path, volatile_suffixes: tuple[str, ...] = VOLATILE_SUFFIXES,
+                 strict: bool = False) -> None:
         self.backing = str(Path(backing).resolve())
         self.volatile_suffixes = volatile_suffixes
+        self.strict = strict  # namespace operations durable only once their directory is fsynced
+        self.names: list[NameOp] = []
+        self._stash_dir = self.backing.rstrip("/") + ".stash"  # beside the backing directory, outside the mount
+        self._stashed = 0
         self.lock = threading.Lock()
         self.nodes: dict[str, Node] = {}  # backing path -> node, for files open or with pending data
         self.handles: dict[int, Node] = {}
@@ -197,9 +230,65 @@ class CrashModel:
         node = self.nodes.get(real)
         return None if node is None else node.size
 
-    # ------------------------------------------------------------------ namespace (durable at once)
+    # ------------------------------------------------------------------ namespace
 
-    def unlinked(self, real: str) -> None:
+    def create(self, real: str, mode: int) -> int:
+        existed = os.path.lexists(real)
+        fh = self.open(real, create_mode=mode)
+        if not existed:
+            self._name_op("create", real)
+        return fh
+
+    def mkdir(self, real: str, mode: int) -> None:
+        os.mkdir(real, mode)
+        self._name_op("mkdir", real)
+
+    def rmdir(self, real: str) -> None:
+        os.rmdir(real)
+        self._name_op("rmdir", real)
+
+    def unlink(self, real: str) -> None:
+        stash = self._stash(real)
+        os.unlink(real)
+        self._unlinked(real)
+        self._name_op("unlink", real, stash=stash)
+
+    def rename(self, old: str, new: str) -> None:
+        stash = self._stash(new) if os.path.isfile(new) else ""
+        os.rename(old, new)
+        self._unlinked(new)
+        for path in [p for p in self.nodes if p == old or p.startswith(old + "/")]:
+            node = self.nodes.pop(path)
+            node.path = new + path[len(old):]
+            node.volatile = node.path.endswith(self.volatile_suffixes)
+            self.nodes[node.path] = node
+        self._name_op("rename", new, old=old, stash=stash, dirs=(os.path.dirname(old), os.path.dirname(new)))
+
+    def fsyncdir(self, real: str) -> None:
+        """Every pending namespace operation in this directory is durable now."""
+        real = real.rstrip("/") or "/"
+        durable = [op for op in self.names if real in op.dirs]
+        self.names = [op for op in self.names if real not in op.dirs]
+        for op in durable:
+            if op.stash:
+                os.unlink(op.stash)
+
+    def _name_op(self, kind: str, real: str, old: str = "", stash: str = "", dirs: tuple[str, ...] = ()) -> None:
+        if self.strict:
+            self.names.append(NameOp(kind, real, dirs or (os.path.dirname(real),), old, stash))
+        elif stash:
+            os.unlink(stash)
+
+    def _stash(self, real: str) -> str:
+        if not self.strict or not os.path.isfile(real):
+            return ""
+        os.makedirs(self._stash_dir, exist_ok=True)
+        self._stashed += 1
+        stash = os.path.join(self._stash_dir, str(self._stashed))
+        os.link(real, stash)
+        return stash
+
+    def _unlinked(self, real: str) -> None:
         node = self.nodes.pop(real, None)
         if node is not None:
             node.ops.clear()  # nothing of an unlinked file can reach the disk any more
@@ -207,18 +296,10 @@ class CrashModel:
             if node.handles == 0:
                 os.close(node.fd)
 
-    def renamed(self, old: str, new: str) -> None:
-        self.unlinked(new)
-        for path in [p for p in self.nodes if p == old or p.startswith(old + "/")]:
-            node = self.nodes.pop(path)
-            node.path = new + path[len(old):]
-            node.volatile = node.path.endswith(self.volatile_suffixes)
-            self.nodes[node.path] = node
-
     # ------------------------------------------------------------------ the cut
 
     def pending(self) -> int:
-        return sum(len(node.ops) for node in self.nodes.values())
+        return sum(len(node.ops) for node in self.nodes.values()) + len(self.names)
 
     def cut(self, mode: str = "drop", seed: int | None = None) -> Cut:
         """The power goes: what was not fsynced is lost (`drop`), or partly reached the disk (`torn`,
@@ -252,12 +333,19 @@ class CrashModel:
                 lost_bytes += size - part
             else:
                 op.apply(node.fd)
-        for node in list(self.nodes.values()):
+        undone = len(self.names)
+        for name_op in reversed(self.names):
+            name_op.undo()
+        self.names.clear()
+        for node in self.nodes.values():  # every file is looked up afresh: a name may mean another file now
             node.ops.clear()
             node.size = node.durable_size()
-            self._forget_if_idle(node)
+            if node.handles == 0:
+                os.close(node.fd)
+            # else: a release still on its way (asynchronous after a kill) closes it
+        self.nodes.clear()
         self.cuts += 1
-        return Cut(mode, len(ops), lost, lost_bytes, kept, torn)
+        return Cut(mode, len(ops), lost, lost_bytes, kept, torn, undone)
 
 
 # ---------------------------------------------------------------------------------------- FUSE
@@ -323,7 +411,7 @@ def _fuse_ops(model: CrashModel) -> Any:
 
         @guard
         def create(self, path: str, mode: int, flags: int = 0) -> int:
-            return model.open(model.real(path), create_mode=mode)
+            return model.create(model.real(path), mode)
 
         @guard
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -356,30 +444,29 @@ def _fuse_ops(model: CrashModel) -> Any:
             model.release(fh)
             return 0
 
+        @guard
         def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
-            return 0  # namespace operations are durable at once (see the module's docstring)
+            model.fsyncdir(model.real(path))
+            return 0
 
         @guard
         def mkdir(self, path: str, mode: int) -> int:
-            os.mkdir(model.real(path), mode)
+            model.mkdir(model.real(path), mode)
             return 0
 
         @guard
         def rmdir(self, path: str) -> int:
-            os.rmdir(model.real(path))
+            model.rmdir(model.real(path))
             return 0
 
         @guard
         def unlink(self, path: str) -> int:
-            real = model.real(path)
-            os.unlink(real)
-            model.unlinked(real)
+            model.unlink(model.real(path))
             return 0
 
         @guard
         def rename(self, old: str, new: str) -> int:
-            os.rename(model.real(old), model.real(new))
-            model.renamed(model.real(old), model.real(new))
+            model.rename(model.real(old), model.real(new))
             return 0
 
         @guard
@@ -414,18 +501,18 @@ def _control(model: CrashModel) -> None:
                 cut = model.cut(words[1] if len(words) > 1 else "drop", int(words[2]) if len(words) > 2 else None)
                 answer: dict[str, Any] = {"cut": cut.__dict__}
             elif words[0] == "stats":
-                answer = {"pending": model.pending(), "cuts": model.cuts, "synced": model.synced,
-                          "open": len(model.handles)}
+                answer = {"pending": model.pending(), "pending_names": len(model.names), "cuts": model.cuts,
+                          "synced": model.synced, "open": len(model.handles)}
             else:
                 answer = {"error": f"unknown command {words[0]!r}"}
         print(json.dumps(answer), flush=True)
 
 
-def serve(backing: str, mountpoint: str) -> None:
+def serve(backing: str, mountpoint: str, strict: bool = False) -> None:
     """Mount and serve until unmounted (single-threaded: operations are serialised anyway)."""
     import mfusepy as fuse
 
-    model = CrashModel(backing)
+    model = CrashModel(backing, strict=strict)
     threading.Thread(target=_control, args=(model,), name="powercut-control", daemon=True).start()
     fuse.FUSE(_fuse_ops(model), mountpoint, foreground=True, nothreads=True, fsname="powercut", hard_remove=True,
               attr_timeout=0, entry_timeout=0, negative_timeout=0)
@@ -437,8 +524,9 @@ def serve(backing: str, mountpoint: str) -> None:
 class PowerCutFS:
     """The file system mounted at `mountpoint` over `backing`, served by a child process."""
 
-    def __init__(self, backing: str | Path, mountpoint: str | Path) -> None:
+    def __init__(self, backing: str | Path, mountpoint: str | Path, strict: bool = True) -> None:
         self.backing, self.mountpoint = Path(backing).resolve(), Path(mountpoint).resolve()
+        self.strict = strict
         self._proc: subprocess.Popen[str] | None = None
 
     @staticmethod
@@ -466,7 +554,8 @@ class PowerCutFS:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-        self._proc = subprocess.Popen([sys.executable, "-m", "hil.powercut", str(self.backing), str(self.mountpoint)],
+        self._proc = subprocess.Popen([sys.executable, "-m", "hil.powercut", str(self.backing), str(self.mountpoint),
+                                       *(["--strict"] if self.strict else [])],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
@@ -517,6 +606,7 @@ class PowerCutFS:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m hil.powercut BACKING_DIR MOUNTPOINT (commands on stdin: cut MODE SEED, stats)")
-    serve(sys.argv[1], sys.argv[2])
+    args = [a for a in sys.argv[1:] if a != "--strict"]
+    if len(args) != 2:
+        sys.exit("usage: python -m hil.powercut BACKING_DIR MOUNTPOINT [--strict] (commands on stdin: cut MODE SEED, stats)")
+    serve(args[0], args[1], strict="--strict" in sys.argv)

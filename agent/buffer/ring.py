@@ -26,7 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.buffer.lock import DirectoryLock
-from agent.buffer.schema import COLUMNS, DB_NAME, WAL_LIMIT, Recovery, open_checked, storage_error, verify
+from agent.buffer.schema import (
+    COLUMNS,
+    DB_NAME,
+    WAL_LIMIT,
+    Recovery,
+    make_directory,
+    open_checked,
+    storage_error,
+    sync_directory,
+    verify,
+)
 from agent.errors import BufferIOError, StorageError
 from agent.threads import confine, confined
 
@@ -159,7 +169,7 @@ class Ring:
         """
         directory = Path(directory)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directory(directory)
             lock = DirectoryLock(directory)
             lock.acquire()
         except OSError as exc:
@@ -184,6 +194,11 @@ class Ring:
         except BaseException:
             lock.release()
             raise
+        try:  # the file's name (new, or a fresh file after a recovery) survives a power cut from now on
+            sync_directory(directory)
+        except OSError as exc:
+            ring.detach()
+            raise BufferIOError(f"opening the buffer in {directory}: {exc}") from exc
         if full_check or recovery.happened:
             ring.integrity = "ok"
         else:

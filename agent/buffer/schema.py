@@ -8,6 +8,8 @@ was lost.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import sqlite3
 import time
@@ -115,6 +117,33 @@ def open_checked(directory: Path, full_check: bool = True,
     salvaged, lost_batches, lost_readings = _salvage(moved / DB_NAME, conn)
     _prune_corrupt(directory)
     return conn, Recovery(moved, reason, salvaged, lost_batches, lost_readings)
+
+
+def make_directory(directory: Path) -> None:
+    """Create the buffer directory and any missing parent, each name fsynced into its parent: POSIX
+    makes a new name durable only once its directory is fsynced, and a power cut must not take a
+    directory whose files were fsynced (the whole buffer, committed batches and epoch)."""
+    missing = []
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        sync_directory(created.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync a directory: the names in it (a new database file, one moved aside) survive a power cut.
+    SQLite does this for the WAL and journals it creates, not for the database file itself."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # a file system that cannot: nothing to do
+            raise
+    finally:
+        os.close(fd)
 
 
 def verify(path: Path) -> str:

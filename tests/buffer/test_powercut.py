@@ -83,22 +83,82 @@ def test_model_volatile_files_pass_through(tmp_path: Path) -> None:
     assert model.cut("drop").pending == 0
 
 
+def test_model_strict_namespace_needs_a_directory_fsync(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    model = CrashModel(disk, strict=True)
+    for name in ("old", "kept"):
+        node = model.handles[model.create(str(disk / name), 0o644)]
+        model.write(node, name.encode(), 0)
+        model.fsync(node)
+    model.fsyncdir(str(disk))
+    fresh = model.handles[model.create(str(disk / "fresh"), 0o644)]
+    model.write(fresh, b"fsynced, but its name is not", 0)
+    model.fsync(fresh)
+    model.rename(str(disk / "old"), str(disk / "new"))
+    model.unlink(str(disk / "kept"))
+    assert sorted(os.listdir(disk)) == ["fresh", "new"]
+    cut = model.cut("drop")
+    assert cut.undone == 3
+    assert sorted(os.listdir(disk)) == ["kept", "old"]
+    assert (disk / "kept").read_bytes() == b"kept"
+    model.rename(str(disk / "old"), str(disk / "new"))
+    model.fsyncdir(str(disk))
+    assert model.cut("drop").undone == 0
+    assert sorted(os.listdir(disk)) == ["kept", "new"]
+
+
 # ------------------------------------------------------------------ the file system mounted
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def test_mounted_file_system_loses_what_was_not_fsynced(powercut_fs: PowerCutFS) -> None:
     root = powercut_fs.mountpoint
+    for name in ("synced", "unsynced"):
+        (root / name).touch()
+    fsync_dir(root)
     with open(root / "synced", "wb") as f:
         f.write(b"kept")
         f.flush()
         os.fsync(f.fileno())
         f.write(b" and lost")
     (root / "unsynced").write_bytes(b"lost")
+    (root / "unnamed").write_bytes(b"")  # its directory is not fsynced after this
     assert (root / "synced").read_bytes() == b"kept and lost"
     cut = powercut_fs.cut("drop")
-    assert cut.lost == 2
+    assert (cut.lost, cut.undone) == (3, 1)  # " and lost"; "unsynced" truncated on open (O_TRUNC), then written
     assert (root / "synced").read_bytes() == b"kept"
-    assert (root / "unsynced").read_bytes() == b""  # created (namespace: durable), content not synced
+    assert (root / "unsynced").read_bytes() == b""
+    assert not (root / "unnamed").exists()
+
+
+def test_sqlite_in_wal_mode_through_the_mount(powercut_fs: PowerCutFS) -> None:
+    """The -shm is memory-mapped through FUSE; every committed row survives a cut, torn or not."""
+    import sqlite3
+    db = powercut_fs.mountpoint / "t.db"
+    for cut in range(6):
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY)")
+        for i in range(20):
+            conn.execute("INSERT INTO t VALUES (?)", (cut * 100 + i,))
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (?)", (cut * 100 + 99,))  # never committed
+        conn.close()  # rolls back; a crash would too
+        powercut_fs.cut(MODES[cut % len(MODES)], cut)
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = {x for (x,) in conn.execute("SELECT x FROM t")}
+        conn.close()
+        assert rows == {c * 100 + i for c in range(cut + 1) for i in range(20)}
 
 
 # ------------------------------------------------------------------ the buffer's crash loop
@@ -131,15 +191,16 @@ class Zygote:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
 
-    def run_until_killed(self, seed: int, lifetime: float, after_open: bool = True) -> list[str]:
-        """Fork a writer, let it run `lifetime` s (from its start, or from when it has opened the
-        buffer), kill -9 it and wait until it is gone: its lines."""
+    def run_until_killed(self, seed: int, lifetime: float, after_open: bool = True, after: str = "OPEN ") -> list[str]:
+        """Fork a writer, let it run `lifetime` s (from its start, or from when it printed a line
+        starting with `after`: by default, once it has opened the buffer), kill -9 it and wait until
+        it is gone: its lines."""
         out: list[str] = []
         self._send(f"run {seed}")
         while not (line := self._next()).startswith("PID "):
             out.append(line)
         pid = int(line.split()[1])
-        while after_open and not any(line.startswith(("OPEN ", "ERROR ")) for line in out):
+        while after_open and not any(line.startswith((after, "ERROR ")) for line in out):
             out.append(self._next())
         time.sleep(lifetime)
         os.kill(pid, signal.SIGKILL)
@@ -227,6 +288,22 @@ class History:
             elif kind == "A":
                 self.acked.add(int(rest))
                 self.in_doubt.discard(int(rest))
+
+
+def test_a_new_buffer_directory_survives_a_cut_right_after_the_first_commit(powercut_fs: PowerCutFS) -> None:
+    """The agent creates its buffer directory (and parents) and the database file: POSIX makes a new
+    name durable only once its directory is fsynced, so without that a cut can take the whole
+    buffer, committed batches and epoch included."""
+    zygote = Zygote(powercut_fs.mountpoint / "var" / "buffer")
+    try:
+        history = History()
+        history.record(0, zygote.run_until_killed(1, 0.0, after="C "))
+        assert history.committed
+        powercut_fs.cut("drop")
+        history.record(1, zygote.run_until_killed(2, 0.0))
+        assert history.opens == 2
+    finally:
+        zygote.close()
 
 
 def test_buffer_survives_power_cuts(powercut_fs: PowerCutFS, long_mode: bool) -> None:

@@ -21,7 +21,11 @@ def run_child_until_killed(directory: Path, seed: int, lifetime: float) -> tuple
     assert proc.stdout.readline().strip() == "OPEN", "the child could not open the buffer"
     time.sleep(lifetime)
     proc.kill()
-    out, _ = proc.communicate(timeout=10)
+    # read through the text buffer: communicate(timeout=...) reads the pipe beneath it and would miss
+    # the lines readline() pulled in with "OPEN" (acknowledgements made at once: counted as lost)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    proc.wait(10)
     sets: dict[str, set[int]] = {"C": set(), "A": set(), "a": set()}
     for line in out.splitlines():
         kind, _, seq = line.partition(" ")
