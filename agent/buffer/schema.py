@@ -136,7 +136,10 @@ def make_directory(directory: Path) -> None:
 def sync_directory(directory: Path) -> None:
     """fsync a directory: the names in it (a new database file, one moved aside) survive a power cut.
     SQLite does this for the WAL and journals it creates, not for the database file itself."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        return  # writable but not readable by us: its names are as durable as the file system makes them
     try:
         os.fsync(fd)
     except OSError as exc:
