@@ -306,6 +306,7 @@ def test_a_new_buffer_directory_survives_a_cut_right_after_the_first_commit(powe
         zygote.close()
 
 
+@pytest.mark.timeout(900)  # ~1 min in the default run (250 cuts), ~8 min with --long (2,000)
 def test_buffer_survives_power_cuts(powercut_fs: PowerCutFS, long_mode: bool) -> None:
     cycles = 2000 if long_mode else int(os.environ.get("POWERCUT_CYCLES", 250))
     rng = random.Random(20261129)

@@ -56,6 +56,7 @@ def conflicting_keys(platform: Platform) -> list[tuple[int, int]]:
     return [key for key, bodies in contents.items() if len(bodies) > 1]
 
 
+@pytest.mark.timeout(300)  # ~25 s (3 cuts), ~50 s with --long (8)
 def test_power_cuts_during_an_outage_lose_only_what_the_restart_announces(
         sim: SimThread, broker: Broker, powercut_fs: PowerCutFS, tmp_path: Path, long_mode: bool) -> None:
     rng = random.Random(20261130)
