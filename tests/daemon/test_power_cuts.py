@@ -100,7 +100,9 @@ def test_power_cuts_during_an_outage_lose_only_what_the_restart_announces(
     assert not events(platform, "buffer_lost")  # no start found a damaged file
     # what each cut cost: from the last reading on disk to the kill (the README: about a second)
     cost = [kill - before for kill, (before, _) in zip(kills, sorted(spans))]
-    print(f"\n{cuts} kill -9 + power cuts during an outage: readings lost per cut {[round(c) for c in cost]} ms; "
+    polls = [int(kill // 1000 - before // 1000) for kill, (before, _) in zip(kills, sorted(spans))]
+    print(f"\n{cuts} kill -9 + power cuts during an outage: from the last reading on disk to the kill "
+          f"{[round(c) for c in cost]} ms, 1 s polls lost per cut {polls}; "
           f"{len(events(platform, 'device_offline'))} device_offline events delivered of {cuts + 1} runs")
     assert max(cost) < 5000, cost
     assert len(events(platform, "device_offline")) >= offline_runs
