@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hil.powercut import MODES, CrashModel, PowerCutFS
 
@@ -73,6 +75,42 @@ def test_model_torn_cut_keeps_a_prefix_of_the_writes_in_issue_order(tmp_path: Pa
         expected[name] = expected[name][:offset] + part
     assert {"a": (tmp_path / "a").read_bytes(), "b": (tmp_path / "b").read_bytes()} == expected
     assert cut.lost == len(writes) - cut.kept
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 300), st.binary(min_size=1, max_size=80)),
+    st.tuples(st.just("truncate"), st.integers(0, 300), st.just(b"")),
+    st.tuples(st.just("fsync"), st.just(0), st.just(b"")),
+    st.tuples(st.just("cut"), st.just(0), st.just(b""))), max_size=30)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_model_matches_a_reference_file(tmp_path: Path, ops: list[tuple[str, int, bytes]]) -> None:
+    """Reads see durable content + pending operations; fsync makes them durable; a cut (drop) goes back."""
+    path = tmp_path / "f"
+    path.unlink(missing_ok=True)
+    model = CrashModel(tmp_path)
+    node = model.handles[model.open(str(path), create_mode=0o644)]
+    durable, current = b"", bytearray()
+    for kind, n, data in ops:
+        if kind == "write":
+            current.extend(bytes(max(0, n - len(current))))
+            current[n:n + len(data)] = data
+            model.write(node, data, n)
+        elif kind == "truncate":
+            current = current[:n] + bytearray(max(0, n - len(current)))
+            model.truncate(node, n)
+        elif kind == "fsync":
+            model.fsync(node)
+            durable = bytes(current)
+        else:
+            model.cut("drop")
+            node = model.handles[model.open(str(path))]  # the writer's handle died with it
+            current = bytearray(durable)
+        assert node.read(1000, 0) == bytes(current)
+        assert node.read(7, 13) == bytes(current[13:20])
+        assert path.read_bytes() == durable
 
 
 def test_model_volatile_files_pass_through(tmp_path: Path) -> None:
