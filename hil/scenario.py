@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from agent.config.validation import validate
 from agent.config.yaml_source import load_yaml
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SCENARIO_DIR = Path(str(resources.files("hil") / "scenarios"))  # package data: a wheel carries them
 PER_SERVER = 20  # expanded TCP devices per simulated Modbus TCP server
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from agent.codec import WireSchema, decode_header
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
-from hil.broker import Broker
-from hil.platform import Platform as HilPlatform
+from testkit.broker import Broker
+from testkit.platform import Platform as HilPlatform
 from tests.conftest import SimThread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -314,7 +314,7 @@ def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker
 def test_prometheus_endpoint_on_loopback(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
     import urllib.request
 
-    from hil.broker import free_port, wait_port
+    from testkit.broker import free_port, wait_port
 
     spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"))})
     port = free_port()
