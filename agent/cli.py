@@ -227,6 +227,9 @@ def format_probe(report: ProbeReport, profile: Profile, show_orders: bool) -> st
 
 def cmd_profiles_list(args: argparse.Namespace) -> int:
     library = ProfileLibrary()
+    if not library.available():  # an install without its package data, or a broken search path
+        print(f"error: no profiles found; searched {', '.join(map(str, library.dirs))}", file=sys.stderr)
+        return EXIT_INPUT
     for ref in library.available():
         try:
             profile = library.load(ref)
