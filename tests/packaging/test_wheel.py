@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -25,7 +26,12 @@ SCENARIOS = sorted(str(p.relative_to(REPO)) for p in (REPO / "hil/scenarios").gl
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`python -m build --no-isolation`: the sdist, then the wheel built from the unpacked sdist."""
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
+    # from a copy without build leftovers: a stale *.egg-info/SOURCES.txt would add files the
+    # configuration itself no longer names, and hide exactly the omission this test is for
+    source = tmp_path_factory.mktemp("source") / "edge-agent"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache", ".hypothesis", "hil-*"))
+    done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
                           capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         pytest.fail("building failed (the test extra brings setuptools>=77 and build: run scripts/bootstrap.sh)\n"
