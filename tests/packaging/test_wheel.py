@@ -90,6 +90,18 @@ def test_the_unpacked_wheel_alone_knows_every_profile_and_scenario(dist: Path, t
     assert scenarios.stdout.split() == [Path(p).stem for p in SCENARIOS]
 
 
+def test_a_library_that_is_not_there_is_reported_with_where_it_was_looked_for(dist: Path, tmp_path: Path) -> None:
+    """The failure this packaging fixes, made plain if it comes back: no profiles is an error naming the
+    search path, not an empty list."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(_wheel(dist)) as wheel:
+        wheel.extractall(site)
+    shutil.rmtree(site / "agent" / "profiles")
+    listed = _run(site, tmp_path, "-m", "agent", "profiles", "list")
+    assert listed.returncode == 1
+    assert f"no profiles found; searched /etc/edge-agent/profiles, {site / 'agent' / 'profiles'}" in listed.stderr
+
+
 def test_the_sdist_carries_sources_data_docs_and_tests(dist: Path) -> None:
     (sdist,) = dist.glob(f"edge_agent-{__version__}.tar.gz")
     with tarfile.open(sdist) as tar:
