@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from agent.config.units import parse_duration
 from agent.config.validation import validate
 from agent.config.yaml_source import load_yaml
+from agent.errors import ConfigError, Problem
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 SCENARIO_DIR = Path(str(resources.files("hil") / "scenarios"))  # package data: a wheel carries them
@@ -101,6 +102,9 @@ def load(name_or_path: str) -> Scenario:
     path = Path(name_or_path)
     if not path.suffix:
         path = SCENARIO_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError([Problem(name_or_path, None, "", f"no such scenario; the package has: "
+                                                             f"{', '.join(available()) or 'none'}")])
     return validate(Scenario, load_yaml(path))
 
 

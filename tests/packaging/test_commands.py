@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import ConfigError
 from hil import main as hil_main
 from hil import scenario
 
@@ -39,3 +40,9 @@ def test_a_hil_run_without_any_scenario_fails(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(scenario, "SCENARIO_DIR", empty)
     assert hil_main.main([], quick=True, out=tmp_path / "out") == 1
     assert f"no HIL scenario found in {empty}" in capsys.readouterr().err
+
+
+def test_an_unknown_scenario_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(ConfigError) as raised:
+        scenario.load("no-such-scenario")
+    assert "no such scenario; the package has: baseline, china-meters" in str(raised.value)
