@@ -59,7 +59,7 @@ def load_config(path: str | Path, library: ProfileLibrary | None = None) -> Load
     problems += _check_references(buses, devices, doc)
     if library is None:
         dirs = raw.get("profiles_dirs")
-        library = ProfileLibrary(dirs if isinstance(dirs, list) else None)
+        library = ProfileLibrary([d for d in dirs if isinstance(d, str)] if isinstance(dirs, list) else None)
     profiles: dict[int, Profile] = {}
     for index, device in devices:
         ref = device.get("profile")
@@ -79,11 +79,21 @@ def load_config(path: str | Path, library: ProfileLibrary | None = None) -> Load
 
 
 def _entries(raw: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
-    """(index, mapping) of a list section, skipping malformed items (the schema check reports them)."""
+    """(index, mapping) of a list section, skipping malformed items (the schema check reports them).
+    Values that are not plain scalars are dropped here too: the cross-checks put names and units in
+    sets, and a list where a name belongs is the schema check's to report."""
     items = raw.get(key)
     if not isinstance(items, list):
         return []
-    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+    return [(i, {k: v for k, v in item.items() if _plain(v) or k in NESTED})
+            for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+NESTED = ("constants", "intervals")  # device keys whose values are mappings
+
+
+def _plain(value: object) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
 
 
 def _check_references(buses: list[tuple[int, dict[str, Any]]], devices: list[tuple[int, dict[str, Any]]],

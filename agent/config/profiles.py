@@ -6,6 +6,7 @@ Device knowledge is data: a new meter is a YAML file in firmware-profiles/, neve
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,15 +69,18 @@ class ProfileLibrary:
         """Every vendor/model reference on the search path, sorted."""
         refs: set[str] = set()
         for root in self.dirs:
-            if root.is_dir():
+            with contextlib.suppress(OSError, ValueError):  # a name too long, a NUL byte: no profiles there
                 refs.update(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.yaml"))
         return sorted(refs)
 
     def find(self, ref: str) -> Path | None:
         for root in self.dirs:
             candidate = root / f"{ref}.yaml"
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+                continue
         return None
 
     def load(self, ref: str) -> Profile:
