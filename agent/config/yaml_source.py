@@ -98,7 +98,8 @@ def _check_depth(text: str, name: str) -> None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise ConfigError([Problem(name, event.start_mark.line + 1, "",
+                    line = event.start_mark.line + 1 if event.start_mark else None
+                    raise ConfigError([Problem(name, line, "",
                                                f"nested more than {MAX_DEPTH} levels deep")])
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1

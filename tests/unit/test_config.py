@@ -226,7 +226,8 @@ def test_bus_urls(url: str, transport: Transport, host: str, port: int, serial: 
     ("rtu:///dev/ttyUSB0?baud=9600", "unknown parameter"),
     ("rtu:///dev/ttyUSB0?parity=X", "parity"),
     ("tcp://", "no host"),
-    ("tcp://h:99999", "bad port"),
+    ("tcp://h:99999", "port must be a number from 1 to 65535"),
+    ("tcp://h:0", "port must be a number from 1 to 65535"),
 ])
 def test_bad_bus_urls(url: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
