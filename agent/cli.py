@@ -179,7 +179,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from agent.config.environment import check_environment
+
     loaded = load_config(args.config)
+    errors, warnings = check_environment(loaded)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if errors:
+        raise ConfigError(errors)
     print(f"{args.config}: OK: {len(loaded.config.buses)} bus(es), {len(loaded.devices)} device(s), "
           f"{loaded.point_count} point(s); profiles: {', '.join(sorted({d.profile.ref for d in loaded.devices})) or '-'}")
     return 0
@@ -375,7 +382,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     spec = parse_bus_url(args.url)
     if spec.protocol != "modbus":
         return _scan_meters(args, spec)
-    units = _units(args.units)
+    try:
+        units = _units(args.units)
+    except ValueError as exc:
+        print(f"error: --units: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     print(f"scanning {spec}, {len(units)} unit id(s), at most {args.rate:g}/s, {args.timeout:g} s each ...",
           file=sys.stderr, flush=True)
     found = asyncio.run(scan(spec, units, ProfileLibrary(), args.timeout, args.rate))
@@ -416,13 +427,17 @@ def _scan_meters(args: argparse.Namespace, spec: BusSpec) -> int:
 
 
 def _units(text: str) -> list[int]:
+    """`1-20,31` -> [1, ..., 20, 31]; Modbus unit ids are 1-247 (0 is broadcast, 248-255 reserved)."""
     units: list[int] = []
     for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        units += list(range(int(lo), int(hi or lo) + 1))
-    if not units or min(units) < 0 or max(units) > 255:
-        raise argparse.ArgumentTypeError(f"unit ids are 0-255, got {text!r}")
-    return units
+        lo, _, hi = part.strip().partition("-")
+        if not lo.strip().isdigit() or not (hi or lo).strip().isdigit():
+            raise ValueError(f"expected unit ids like 1-20 or 1,2,11, got {text!r}")
+        first, last = int(lo), int(hi or lo)
+        if not 1 <= first <= last <= 247:
+            raise ValueError(f"unit ids are 1-247, got {part.strip()!r}")
+        units += range(first, last + 1)
+    return sorted(set(units))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

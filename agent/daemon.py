@@ -117,8 +117,9 @@ class Agent:
             self._prometheus = await serve(*prometheus_address(listen), self.metrics)
         except OSError as exc:
             self.store.close()
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise ConfigError([self.pipeline.loaded.problem(
-                ("prometheus",), f"cannot listen on {listen}: {exc.strerror or exc} (another program has "
+                ("prometheus",), f"cannot listen on {listen}: {reason} (another program has "
                                  "the port, or a second agent runs: choose another port)")]) from None
 
     def _publisher(self, loaded: LoadedConfig) -> Publisher | None:
