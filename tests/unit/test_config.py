@@ -350,7 +350,8 @@ def test_two_buses_to_one_tcp_endpoint(tmp_path: Path, second: str) -> None:
           - {{name: plant, url: "tcp://gw.example:502"}}
           - {{name: plant2, url: "{second}"}}
         """)))
-    assert found == [f"{tmp_path}/agent.yaml:4: buses[1].url: TCP endpoint {second.split('//')[1].split(':')[0].lower()}:502 "
+    host = second.split("//")[1].split(":")[0].lower()
+    assert found == [f"{tmp_path}/agent.yaml:4: buses[1].url: TCP endpoint {host}:502 "
                      "is already bus 'plant': put the devices behind it on that one bus"]
 
 
