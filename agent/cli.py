@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("probe", help="read every point of a profile once from one device")
-    p.add_argument("--url", required=True, help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port, "
+    p.add_argument("--url", required=True, type=_bus_url,
+                   help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port, "
                                                  "dlt645:///dev/ttyUSB1, dlt645+tcp://host:port, cjt188:// ...")
     p.add_argument("--unit", type=int, default=None, help="Modbus unit id (default: the profile's)")
     p.add_argument("--address", default=None, help="DL/T 645 / CJ/T 188 meter address as on the nameplate "
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve a profile's registers with plausible, moving values")
     p.add_argument("--profile", required=True, help="vendor/model")
-    p.add_argument("--listen", default=None, help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY; "
+    p.add_argument("--listen", default=None, type=_bus_url, help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY; "
                                                   "dlt645+tcp://, dlt645:///dev/PTY, cjt188+tcp://, cjt188:///dev/PTY "
                                                   "for meter profiles (default: 127.0.0.1:5020 in the profile's protocol)")
     p.add_argument("--unit", type=int, default=None, help="unit id to answer (default: the profile's)")
@@ -117,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("scan", help="find the devices on a bus and the profile that fits each (opt-in, slow)")
-    p.add_argument("--url", required=True, help="bus URL, as in agent.yaml")
+    p.add_argument("--url", required=True, type=_bus_url, help="bus URL, as in agent.yaml")
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-20 or 1,2,11")
     p.add_argument("--profile", default=None, help="DL/T 645 / CJ/T 188 lines: the profile to read the meters with")
     p.add_argument("--addresses", default=None, help="DL/T 645 / CJ/T 188 lines: a file of meter addresses to try, "
@@ -319,6 +320,15 @@ def _serve_until_interrupted(start: Callable[[], Awaitable[Any]], listen: BusSpe
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
     return 0
+
+
+def _bus_url(text: str) -> str:
+    """A bus URL argument, checked here so a mistake is a usage error, not a traceback."""
+    try:
+        parse_bus_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _assignment(text: str) -> tuple[str, float | str]:

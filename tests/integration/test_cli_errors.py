@@ -113,3 +113,13 @@ def test_a_good_buffer_still_shows(tmp_path: Path) -> None:
 ])
 def test_scan_with_unit_ids_out_of_range(units: str, said: str) -> None:
     assert failed_cleanly(edge_agent("scan", "--url", "tcp://127.0.0.1:1", "--units", units)) == said
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("probe", "--url", "foo://x", "--profile", "eastron/sdm630"), "argument --url: unknown scheme 'foo'"),
+    (("scan", "--url", "tcp://h:99999"), "argument --url: 'tcp://h:99999': the port must be a number from 1 to 65535"),
+    (("simulate", "--profile", "eastron/sdm630", "--listen", "rtu://x"), "argument --listen: 'rtu://x': a serial URL"),
+])
+def test_bad_bus_urls_on_the_command_line_are_usage_errors(args: tuple[str, ...], said: str) -> None:
+    done = edge_agent(*args)
+    assert said in failed_cleanly(done, code=2)  # argparse's usage-error code
