@@ -413,3 +413,14 @@ def test_every_shipped_profile_still_loads(library: ProfileLibrary) -> None:
     assert len(refs) > 10
     for ref in refs:
         library.load(ref)
+
+
+def test_a_form_is_said_in_words_not_as_a_regular_expression(tmp_path: Path, write_profile) -> None:  # type: ignore[no-untyped-def]
+    found = problems(write(tmp_path, "gateway: {id: 'gw 1', site: s}\n"))
+    assert found == [f"{tmp_path}/agent.yaml:1: gateway.id: expected letters, digits, '.', '_' and '-', starting "
+                     "with a letter or digit (got 'gw 1')"]
+    lib = write_profile("test/proto", POINTS_HEAD.replace("    points:\n", "    protocol: modbus-tcp\n    points: {}\n"))
+    with pytest.raises(ConfigError) as caught:
+        lib.load("test/proto")
+    assert [p.message for p in caught.value.problems] == [
+        "expected one of: modbus, dlt645, cjt188 (got 'modbus-tcp')"]
