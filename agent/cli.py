@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("probe", help="read every point of a profile once from one device")
-    p.add_argument("--url", required=True, help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port, "
+    p.add_argument("--url", required=True, type=_bus_url,
+                   help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port, "
                                                  "dlt645:///dev/ttyUSB1, dlt645+tcp://host:port, cjt188:// ...")
     p.add_argument("--unit", type=int, default=None, help="Modbus unit id (default: the profile's)")
     p.add_argument("--address", default=None, help="DL/T 645 / CJ/T 188 meter address as on the nameplate "
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve a profile's registers with plausible, moving values")
     p.add_argument("--profile", required=True, help="vendor/model")
-    p.add_argument("--listen", default=None, help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY; "
+    p.add_argument("--listen", default=None, type=_bus_url, help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY; "
                                                   "dlt645+tcp://, dlt645:///dev/PTY, cjt188+tcp://, cjt188:///dev/PTY "
                                                   "for meter profiles (default: 127.0.0.1:5020 in the profile's protocol)")
     p.add_argument("--unit", type=int, default=None, help="unit id to answer (default: the profile's)")
@@ -118,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("scan", help="find the devices on a bus and the profile that fits each (opt-in, slow)")
-    p.add_argument("--url", required=True, help="bus URL, as in agent.yaml")
+    p.add_argument("--url", required=True, type=_bus_url, help="bus URL, as in agent.yaml")
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-20 or 1,2,11")
     p.add_argument("--profile", default=None, help="DL/T 645 / CJ/T 188 lines: the profile to read the meters with")
     p.add_argument("--addresses", default=None, help="DL/T 645 / CJ/T 188 lines: a file of meter addresses to try, "
@@ -180,7 +181,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from agent.config.environment import check_environment
+
     loaded = load_config(args.config)
+    errors, warnings = check_environment(loaded)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if errors:
+        raise ConfigError(errors)
     print(f"{args.config}: OK: {len(loaded.config.buses)} bus(es), {len(loaded.devices)} device(s), "
           f"{loaded.point_count} point(s); profiles: {', '.join(sorted({d.profile.ref for d in loaded.devices})) or '-'}")
     return 0
@@ -318,6 +326,15 @@ def _serve_until_interrupted(start: Callable[[], Awaitable[Any]], listen: BusSpe
     return 0
 
 
+def _bus_url(text: str) -> str:
+    """A bus URL argument, checked here so a mistake is a usage error, not a traceback."""
+    try:
+        parse_bus_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _assignment(text: str) -> tuple[str, float | str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -379,7 +396,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     spec = parse_bus_url(args.url)
     if spec.protocol != "modbus":
         return _scan_meters(args, spec)
-    units = _units(args.units)
+    try:
+        units = _units(args.units)
+    except ValueError as exc:
+        print(f"error: --units: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     print(f"scanning {spec}, {len(units)} unit id(s), at most {args.rate:g}/s, {args.timeout:g} s each ...",
           file=sys.stderr, flush=True)
     found = asyncio.run(scan(spec, units, ProfileLibrary(), args.timeout, args.rate))
@@ -420,13 +441,17 @@ def _scan_meters(args: argparse.Namespace, spec: BusSpec) -> int:
 
 
 def _units(text: str) -> list[int]:
+    """`1-20,31` -> [1, ..., 20, 31]; Modbus unit ids are 1-247 (0 is broadcast, 248-255 reserved)."""
     units: list[int] = []
     for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        units += list(range(int(lo), int(hi or lo) + 1))
-    if not units or min(units) < 0 or max(units) > 255:
-        raise argparse.ArgumentTypeError(f"unit ids are 0-255, got {text!r}")
-    return units
+        lo, _, hi = part.strip().partition("-")
+        if not lo.strip().isdigit() or not (hi or lo).strip().isdigit():
+            raise ValueError(f"expected unit ids like 1-20 or 1,2,11, got {text!r}")
+        first, last = int(lo), int(hi or lo)
+        if not 1 <= first <= last <= 247:
+            raise ValueError(f"unit ids are 1-247, got {part.strip()!r}")
+        units += range(first, last + 1)
+    return sorted(set(units))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

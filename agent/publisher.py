@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from agent.buffer.ring import SealedBatch
 from agent.buffer.spool import Spool
 from agent.codec import compress, set_historical, split
+from agent.config.broker import parse_broker_url
 from agent.delivery import DeliveryCore
 from agent.errors import BrokerDown, BrokerError, BrokerRefused
 from agent.events import (
@@ -85,12 +85,11 @@ class BrokerSettings:
 
     @classmethod
     def from_config(cls, mqtt_config: Any, gateway: str, site: str) -> BrokerSettings:
-        url = urlsplit(mqtt_config.url)
-        tls = url.scheme == "mqtts"
+        address = parse_broker_url(mqtt_config.url)  # the loader has checked it and the password file
         password = None
         if mqtt_config.password_file:
             password = Path(mqtt_config.password_file).read_text().strip()
-        return cls(url.hostname or "localhost", url.port or (8883 if tls else 1883), tls,
+        return cls(address.host, address.port, address.tls,
                    mqtt_config.client_id or gateway, f"{mqtt_config.topic_prefix}/{site}/{gateway}",
                    mqtt_config.username, password, mqtt_config.ca_file, mqtt_config.cert_file, mqtt_config.key_file,
                    int(mqtt_config.keepalive), mqtt_config.window, mqtt_config.ack_timeout, mqtt_config.compress,

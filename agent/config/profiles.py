@@ -8,6 +8,7 @@ or overrides profiles in /etc/edge-agent/profiles, $EDGE_AGENT_PROFILES or the c
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -79,15 +80,18 @@ class ProfileLibrary:
         """Every vendor/model reference on the search path, sorted."""
         refs: set[str] = set()
         for root in self.dirs:
-            if root.is_dir():
+            with contextlib.suppress(OSError, ValueError):  # a name too long, a NUL byte: no profiles there
                 refs.update(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.yaml"))
         return sorted(refs)
 
     def find(self, ref: str) -> Path | None:
         for root in self.dirs:
             candidate = root / f"{ref}.yaml"
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+                continue
         return None
 
     def load(self, ref: str) -> Profile:
@@ -162,6 +166,7 @@ def check_points(model: ProfileModel, doc: SourceDoc) -> None:
         if point.type in (DataType.STRING, DataType.ENUM) and (point.multiply_by or point.scale_factor or point.plus):
             problems.append(doc.problem(path, "string and enum points cannot be scaled"))
         problems += _check_protocol_point(model, doc, name, point)
+    problems += _check_overlaps(model, doc)
     problems += _check_protocol(model, doc)
     if problems:
         raise ConfigError(problems)
@@ -182,6 +187,31 @@ def _check_protocol_point(model: ProfileModel, doc: SourceDoc, name: str, point:
     if model.protocol == "cjt188" and point.di is not None and point.di > 0xFFFF:
         return [doc.problem((*path, "di"), "a CJ/T 188 data identifier is 2 bytes (e.g. 0x901F)")]
     return []
+
+
+def _check_overlaps(model: ProfileModel, doc: SourceDoc) -> list[Problem]:
+    """Two points whose registers partly overlap are the classic off-by-one (an f32 at 100 and the
+    next at 101). The same registers read whole as another type (a status word as an enum and as
+    bits) is deliberate and allowed; the same registers twice as the same type is a copy-paste."""
+    problems = []
+    spans: dict[tuple[object, ...], list[tuple[int, int, str, DataType]]] = {}
+    for name, point in model.points.items():
+        if point.address is None or point.words == 0:
+            continue
+        table = (point.register_ or model.defaults.register_, tuple(point.model))  # SunSpec: per model
+        start, end = point.address, point.address + point.words
+        for other_start, other_end, other, other_type in spans.setdefault(table, []):
+            if start >= other_end or other_start >= end:
+                continue
+            if (start, end) == (other_start, other_end) and point.type is not other_type:
+                continue
+            what = "the same registers as" if (start, end) == (other_start, other_end) else "registers overlapping"
+            problems.append(doc.problem(("points", name, "address"),
+                                        f"{name} ({start}..{end - 1}) reads {what} {other} "
+                                        f"({other_start}..{other_end - 1})"))
+            break
+        spans[table].append((start, end, name, point.type))
+    return problems
 
 
 def _check_protocol(model: ProfileModel, doc: SourceDoc) -> list[Problem]:
