@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hil.broker import Broker
+from testkit.broker import Broker
 from tests.conftest import SimThread
 from tests.daemon.test_run import Platform, start_agent, write_config
 from tests.daemon.test_storage_faults import events, missing_seconds, seconds_of, serve_meter, stop

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
-from hil.broker import Broker
+from testkit.broker import Broker
 from tests.conftest import SimThread
 from tests.daemon.test_run import PINNED, Platform, start_agent, write_config
 
