@@ -30,7 +30,8 @@ from agent.errors import (
 )
 from agent.types import DeviceTiming, PointSpec, Quality, Reading, ReadRequest
 
-ISOLATED_RETRY_POLLS = 60  # a point that only fails is tried again alone every N polls
+ISOLATED_RETRY_POLLS = 60
+_NO_ANSWER = (Quality.TIMEOUT, Quality.DECODE_ERROR)  # a point that only fails is tried again alone every N polls
 
 
 @dataclass
@@ -44,7 +45,9 @@ class PollResult:
 
     @property
     def answered(self) -> bool:
-        return any(r.quality is not Quality.TIMEOUT for r in self.readings)
+        """Some request got a proper answer (values, or a refusal). Silence and malformed answers
+        (decode_error with `error` saying what came back) are not: the daemon logs them as failing."""
+        return any(r.quality not in _NO_ANSWER for r in self.readings)
 
 
 @dataclass
