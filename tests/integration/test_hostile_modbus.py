@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import struct
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -203,3 +204,35 @@ def test_silence_is_still_a_timeout(hostile, write_profile) -> None:  # type: ig
     assert {r.quality for r in report.readings} == {Quality.TIMEOUT}
     assert report.error == "unit 1: no answer within 0.2 s"
 
+
+
+def test_the_daemon_logs_what_came_back_first_in_full(hostile, write_profile) -> None:  # type: ignore[no-untyped-def]
+    """The poller's first-failure-in-full log line names the answer (not "no answer"), and the
+    readings it hands on are decode_error."""
+    import structlog
+
+    from agent.pipeline import DeviceState
+    from agent.poller import Poller
+
+    server = hostile(lambda read: [(0.0, frames.rtu_reply(3, 3, DATA))])
+    profile = write_profile("test/one-block", ONE_BLOCK).load("test/one-block")
+    readings: list[Reading] = []
+
+    async def run() -> list[dict[str, object]]:
+        poller = Poller(readings.extend, lambda event: None)
+        bus = Bus("t", BusSpec(Transport.RTU_OVER_TCP, "127.0.0.1", server.port), Backoff(0.05, 0.2))
+        reader = DeviceReader("meter-1", 1, profile.points, replace(profile.timing(), timeout=TIMEOUT), bus)
+        try:
+            state = DeviceState(reader, 1.0)
+            with structlog.testing.capture_logs() as logs:
+                await poller._poll(state)
+                await poller._poll(state)
+        finally:
+            await bus.close()
+        return logs
+
+    logs = asyncio.run(run())
+    failing = [entry for entry in logs if entry["event"] == "device failing"]
+    assert len(failing) == 1  # the first failure in full; later ones go into the periodic summary
+    assert "answer from unit 3, expected 1" in str(failing[0]["error"])
+    assert {r.quality for r in readings} == {Quality.DECODE_ERROR}
