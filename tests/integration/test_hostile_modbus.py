@@ -206,27 +206,31 @@ def test_silence_is_still_a_timeout(hostile, write_profile) -> None:  # type: ig
 
 
 
-def test_the_daemon_logs_what_came_back_first_in_full(hostile, write_profile) -> None:  # type: ignore[no-untyped-def]
-    """The poller's first-failure-in-full log line names the answer (not "no answer"), and the
-    readings it hands on are decode_error."""
+def test_the_daemon_logs_what_came_back_and_the_device_goes_offline(hostile, write_profile) -> None:  # type: ignore[no-untyped-def]
+    """The poller's first-failure-in-full log line names the answer (not "no answer"); a device that
+    only sends malformed answers (another unit id, a wrong baud rate) goes offline like a silent one,
+    and the device_offline event says what came back."""
     import structlog
 
+    from agent.events import DeviceOffline, Event
     from agent.pipeline import DeviceState
     from agent.poller import Poller
 
     server = hostile(lambda read: [(0.0, frames.rtu_reply(3, 3, DATA))])
     profile = write_profile("test/one-block", ONE_BLOCK).load("test/one-block")
     readings: list[Reading] = []
+    events: list[Event] = []
 
     async def run() -> list[dict[str, object]]:
-        poller = Poller(readings.extend, lambda event: None)
+        poller = Poller(readings.extend, events.append)
         bus = Bus("t", BusSpec(Transport.RTU_OVER_TCP, "127.0.0.1", server.port), Backoff(0.05, 0.2))
-        reader = DeviceReader("meter-1", 1, profile.points, replace(profile.timing(), timeout=TIMEOUT), bus)
+        reader = DeviceReader("meter-1", 1, profile.points, replace(profile.timing(), timeout=TIMEOUT), bus,
+                              offline_after=3)
         try:
             state = DeviceState(reader, 1.0)
             with structlog.testing.capture_logs() as logs:
-                await poller._poll(state)
-                await poller._poll(state)
+                for _ in range(3):
+                    await poller._poll(state)
         finally:
             await bus.close()
         return logs
@@ -236,3 +240,5 @@ def test_the_daemon_logs_what_came_back_first_in_full(hostile, write_profile) ->
     assert len(failing) == 1  # the first failure in full; later ones go into the periodic summary
     assert "answer from unit 3, expected 1" in str(failing[0]["error"])
     assert {r.quality for r in readings} == {Quality.DECODE_ERROR}
+    offline = [e for e in events if isinstance(e, DeviceOffline)]
+    assert len(offline) == 1 and "answer from unit 3, expected 1" in offline[0].error
