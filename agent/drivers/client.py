@@ -12,10 +12,16 @@ malformed answer as "no answer". Here, per request:
   byte count and CRC (RTU) or transaction id (TCP) must match, with resync past noise;
 - when none is found, a FrameError says what came back (reported as decode_error), and a
   DeviceTimeout is kept for silence;
-- on an RTU line, a timeout is followed by a late-answer window (the timeout again, at most
-  LATE_WINDOW s) in which the line is listened to and whatever arrives is discarded, so a unit
-  that answers late cannot have its answer taken for the next request. A unit that is silent
-  therefore costs an RTU line up to twice its timeout.
+- on an RTU line, a timeout is followed by a late-answer window in which the line is listened
+  to and whatever arrives is discarded, so a unit that answers late cannot have its answer taken
+  for the next request. It ends as soon as the late answer is in, else three timeouts after the
+  request, or 1.5 times the slowest answer this unit has given if that is longer (late answers
+  seen in the window, and input still pending before the next request after a timeout, count),
+  and at most LATE_WINDOW s past the timeout: a unit whose answers straggle teaches the window to
+  cover them. A silent unit therefore costs an RTU line three times its timeout per request,
+  which the device's offline backoff keeps rare. A unit that answers later still than the window
+  can still have its answer taken for the next request of the same shape: RTU frames carry no
+  transaction id; its timeout must be raised (the error says how late it answered).
 
 The pymodbus server stays in pymodbus_adapter.py (simulator and tests).
 """
@@ -31,7 +37,7 @@ from agent.drivers.urls import BusSpec, Transport
 from agent.errors import BusError, DeviceException, DeviceTimeout, FrameError
 from agent.types import RegisterKind
 
-LATE_WINDOW = 1.0  # longest wait for a late answer after an RTU timeout, seconds
+LATE_WINDOW = 3.0  # longest wait for a late answer past an RTU timeout, seconds
 
 
 class ModbusClient:
@@ -45,6 +51,8 @@ class ModbusClient:
         self._connect_timeout = max(timeout, 3.0)
         self._stream: Stream | None = None
         self._tid = 0
+        self._slowest: dict[int, float] = {}  # unit -> its slowest answer seen, seconds after the request
+        self._unanswered: tuple[int, float] | None = None  # (unit, sent) of the last request that timed out
 
     @property
     def connected(self) -> bool:
@@ -72,7 +80,7 @@ class ModbusClient:
         self._tid = (self._tid + 1) & 0xFFFF
         read = Read(unit, frames.FUNCTIONS[kind], start, count, self._tid)
         try:
-            self.discarded_bytes += stream.drain()
+            self._drain(stream)
             stream.write(frames.rtu_request(read) if self.rtu else frames.tcp_request(read))
             answer = self._await(stream, read, timeout)
         except StreamError as exc:
@@ -96,6 +104,7 @@ class ModbusClient:
             if isinstance(found, Rejected):
                 raise FrameError(f"unit {read.unit}: {found.reason}; received {frames.show(buf)}")
             if found is not None:
+                self._note_latency(read.unit, time.monotonic() - sent)
                 return found
         if self.rtu:
             self._late_window(stream, read, sent, timeout, buf)
@@ -108,12 +117,29 @@ class ModbusClient:
         """Listen past the timeout so a late answer is not left on the line for the next request:
         RTU answers carry no transaction id, and one of the same shape would be taken for its
         answer. Everything heard is discarded; a late answer of ours is reported as such."""
-        window_end = time.monotonic() + min(timeout, LATE_WINDOW)
+        self._unanswered = (read.unit, sent)
+        listen = max(3 * timeout, 1.5 * self._slowest.get(read.unit, 0.0))
+        window_end = sent + min(listen, timeout + LATE_WINDOW)
         late = b""
         while (remaining := window_end - time.monotonic()) > 0:
             late += stream.read(remaining)
             if late and isinstance(frames.find_rtu(buf + late, read), Answer):
                 self.late_answers += 1
+                self._note_latency(read.unit, time.monotonic() - sent)
                 raise DeviceTimeout(f"unit {read.unit}: answered {time.monotonic() - sent:.2f} s after the "
                                     f"request, later than its {timeout:g} s timeout (answer discarded)")
         self.discarded_bytes += len(late)
+
+    def _drain(self, stream: Stream) -> None:
+        """Discard pending input. Input pending after a timeout is that unit answering later than
+        its window: it widens the window (the time since that request, an upper bound)."""
+        dropped = stream.drain()
+        self.discarded_bytes += dropped
+        if dropped and self._unanswered is not None and self.rtu:
+            unit, sent = self._unanswered
+            self._note_latency(unit, time.monotonic() - sent)
+        self._unanswered = None
+
+    def _note_latency(self, unit: int, seconds: float) -> None:
+        if seconds > self._slowest.get(unit, 0.0):
+            self._slowest[unit] = seconds

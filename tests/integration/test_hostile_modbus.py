@@ -81,7 +81,7 @@ def test_a_late_answer_is_never_taken_for_the_next_request(hostile, two_blocks: 
     """rtu+tcp: the unit answers some requests after the timeout. RTU frames carry no transaction
     id and both blocks have the same shape, so a late answer left in the socket would be read as
     the other block's answer: every value published ok must be the register it is named for."""
-    delays = itertools.cycle([0.01, 0.3, 0.01, 0.01, 0.26, 0.01])
+    delays = itertools.cycle([0.01, 0.3, 0.01, 0.01, 0.26, 0.01, 0.45, 0.01])
     server = hostile(lambda read: [(next(delays), honest_rtu(read))])
     readings, errors = asyncio.run(poll_many(BusSpec(Transport.RTU_OVER_TCP, "127.0.0.1", server.port),
                                              two_blocks, 12))
