@@ -81,8 +81,9 @@ class ModbusClient:
         read = Read(unit, frames.FUNCTIONS[kind], start, count, self._tid)
         try:
             self._drain(stream)
-            stream.write(frames.rtu_request(read) if self.rtu else frames.tcp_request(read))
-            answer = self._await(stream, read, timeout)
+            request = frames.rtu_request(read) if self.rtu else frames.tcp_request(read)
+            stream.write(request)
+            answer = self._await(stream, read, request, timeout)
         except StreamError as exc:
             self.close()
             raise BusError(f"{self.spec}: connection lost: {exc}") from exc
@@ -90,7 +91,7 @@ class ModbusClient:
             raise DeviceException(answer.exception)
         return frames.bits(answer.data, count) if kind.is_bit else frames.registers(answer.data)
 
-    def _await(self, stream: Stream, read: Read, timeout: float) -> Answer:
+    def _await(self, stream: Stream, read: Read, request: bytes, timeout: float) -> Answer:
         find = frames.find_rtu if self.rtu else frames.find_tcp
         sent = time.monotonic()
         deadline = sent + timeout
@@ -108,6 +109,8 @@ class ModbusClient:
                 return found
         if self.rtu:
             self._late_window(stream, read, sent, timeout, buf)
+        if buf.startswith(request):  # a 2-wire adapter that hears itself: our echo is not an answer
+            buf = buf[len(request):]
         if buf:
             explain = frames.explain_rtu if self.rtu else frames.explain_tcp
             raise FrameError(f"unit {read.unit}: no valid answer within {timeout:g} s: {explain(buf, read)}")

@@ -242,3 +242,15 @@ def test_the_daemon_logs_what_came_back_and_the_device_goes_offline(hostile, wri
     assert {r.quality for r in readings} == {Quality.DECODE_ERROR}
     offline = [e for e in events if isinstance(e, DeviceOffline)]
     assert len(offline) == 1 and "answer from unit 3, expected 1" in offline[0].error
+
+
+@pytest.mark.parametrize(("answer", "quality"), [(False, Quality.TIMEOUT), (True, Quality.OK)],
+                         ids=["echo then silence", "echo then the answer"])
+def test_our_own_echo_is_neither_an_answer_nor_a_malformed_one(hostile, write_profile, answer: bool,  # type: ignore[no-untyped-def]
+                                                               quality: Quality) -> None:
+    """A 2-wire RS-485 adapter hears its own request: a silent unit is still a timeout."""
+    server = hostile(lambda read: [(0.0, frames.rtu_request(read)), (0.01, honest_rtu(read) if answer else b"")])
+    profile = write_profile("test/one-block", ONE_BLOCK).load("test/one-block")
+    report = asyncio.run(probe(f"rtu+tcp://127.0.0.1:{server.port}", 1, profile, TIMEOUT))
+    assert {r.quality for r in report.readings} == {quality}, report.error
+
