@@ -128,6 +128,7 @@ class ModbusClient:
             late += stream.read(remaining)
             if late and isinstance(frames.find_rtu(buf + late, read), Answer):
                 self.late_answers += 1
+                self._unanswered = None  # it did answer: what is still pending before the next request is noise
                 self._note_latency(read.unit, time.monotonic() - sent)
                 raise DeviceTimeout(f"unit {read.unit}: answered {time.monotonic() - sent:.2f} s after the "
                                     f"request, later than its {timeout:g} s timeout (answer discarded)")
