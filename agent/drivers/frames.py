@@ -229,7 +229,7 @@ def find_tcp(buf: bytes, read: Read) -> Answer | Rejected | None:
 def _check_tcp(buf: bytes, at: int, read: Read) -> Answer | Rejected | None:
     """The frame at `at` carries our transaction id: it is our answer, or a malformed one."""
     _, _, size, unit, function = _MBAP.unpack_from(buf, at)
-    if unit != read.unit:
+    if unit != read.unit and read.unit != 0:  # unit 0 addresses the TCP device itself, whatever it answers as
         return Rejected(f"answer from unit {unit}, expected {read.unit}")
     if function == read.function | EXCEPTION:
         if size != 3:

@@ -83,6 +83,13 @@ def test_tcp_answer_found(arrived: bytes, data: bytes, exception: int | None) ->
     assert (found.data, found.exception) == (data, exception)
 
 
+def test_a_tcp_request_to_unit_0_takes_the_answer_whatever_unit_it_names() -> None:
+    """Unit 0 addresses the Modbus TCP device itself; devices answer it as 0, 1 or 255. The
+    transaction id proves the answer."""
+    found = frames.find_tcp(frames.tcp_reply(7, 1, 3, DATA), Read(0, 3, 100, 2, tid=7))
+    assert isinstance(found, Answer) and found.data == DATA
+
+
 def _mbap(tid: int, length: int, unit: int, pdu: bytes) -> bytes:
     return tid.to_bytes(2, "big") + b"\x00\x00" + length.to_bytes(2, "big") + bytes([unit]) + pdu
 
