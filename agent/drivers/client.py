@@ -43,9 +43,12 @@ LATE_WINDOW = 3.0  # longest wait for a late answer past an RTU timeout, seconds
 class ModbusClient:
     """Reads registers and bits; raises BusError (the link) or a DeviceError (this request)."""
 
-    def __init__(self, spec: BusSpec, timeout: float = 1.0) -> None:
+    def __init__(self, spec: BusSpec, timeout: float = 1.0, listen_late: bool = True) -> None:
+        """`listen_late=False` skips the late-answer window: for a scan, which asks each unit once
+        (a late answer from one unit is never taken for another's: the unit id differs)."""
         self.spec = spec
         self.rtu = spec.transport is not Transport.TCP
+        self.listen_late = listen_late
         self.late_answers = 0  # answers that arrived after their timeout, and were discarded
         self.discarded_bytes = 0  # bytes drained before requests: late answers, noise
         self._connect_timeout = max(timeout, 3.0)
@@ -107,7 +110,7 @@ class ModbusClient:
             if found is not None:
                 self._note_latency(read.unit, time.monotonic() - sent)
                 return found
-        if self.rtu:
+        if self.rtu and self.listen_late:
             self._late_window(stream, read, sent, timeout, buf)
         if buf.startswith(request):  # a 2-wire adapter that hears itself: our echo is not an answer
             buf = buf[len(request):]

@@ -24,7 +24,7 @@ from agent.drivers.urls import BusSpec, Transport
 from agent.probe import probe
 from agent.simulate import SimulatedDevice
 from agent.types import Quality, Reading
-from hil.hostile import Chunks, HostileServer, honest_rtu, honest_tcp
+from hil.hostile import Chunks, HostileServer, honest_rtu, honest_tcp, words_for
 from hil.line import PacedLine
 from tests.conftest import SimThread, rtu_spec
 
@@ -254,3 +254,21 @@ def test_our_own_echo_is_neither_an_answer_nor_a_malformed_one(hostile, write_pr
     report = asyncio.run(probe(f"rtu+tcp://127.0.0.1:{server.port}", 1, profile, TIMEOUT))
     assert {r.quality for r in report.readings} == {quality}, report.error
 
+
+
+def test_scan_survives_malformed_answers(hostile) -> None:  # type: ignore[no-untyped-def]
+    """Finding units on a line where one answers as another unit: a malformed answer is not a
+    device there, and not a crash."""
+    from agent.scan import find_units
+
+    answers = {1: honest_rtu, 2: lambda read: frames.rtu_reply(7, read.function, words_for(read))}
+    server = hostile(lambda read: [(0.0, answers[read.unit](read))] if read.unit in answers else [])
+
+    async def run() -> list[int]:
+        bus = Bus("t", BusSpec(Transport.RTU_OVER_TCP, "127.0.0.1", server.port))
+        try:
+            return await find_units(bus, [1, 2, 3], TIMEOUT, 100.0)
+        finally:
+            await bus.close()
+
+    assert asyncio.run(run()) == [1]
