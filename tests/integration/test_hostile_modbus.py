@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 
+from agent.cli import format_probe
 from agent.config import ProfileLibrary
 from agent.drivers import frames
 from agent.drivers.bus import Backoff, Bus
@@ -185,6 +186,8 @@ def test_a_malformed_answer_is_a_decode_error_that_says_what_came_back(
     assert {r.quality for r in report.readings} == {Quality.DECODE_ERROR}
     assert detail in report.error, report.error
     assert "received " in report.error and "no answer" not in report.error
+    printed = format_probe(report, profile, show_orders=False)
+    assert "decode_error" in printed and "first failure: unit 1: " in printed and detail in printed
 
 
 @pytest.mark.parametrize("rtu", [False, True], ids=["tcp", "rtu+tcp"])
@@ -272,3 +275,18 @@ def test_scan_survives_malformed_answers(hostile) -> None:  # type: ignore[no-un
             await bus.close()
 
     assert asyncio.run(run()) == [1]
+
+
+def test_a_unit_answering_late_on_a_serial_line_is_reported_late(sim: SimThread, two_blocks: ProfileLibrary) -> None:
+    """Serial RTU: a pymodbus unit that answers every read 0.3 s late (timeout 0.2 s) on a paced
+    line. Every answer is discarded and named late; none is published under the next block's names."""
+    line = PacedLine(19200)
+    try:
+        image = {f"{p}{i}": (100 if p == "b" else 0) + i for p in "ab" for i in range(10)}
+        device = SimulatedDevice(two_blocks.load("test/two-blocks"), image, moving=False, delay=0.3)  # type: ignore[arg-type]
+        sim.serve(rtu_spec(line.device_port, 19200), {1: device})
+        readings, errors = asyncio.run(poll_many(rtu_spec(line.agent_port, 19200), two_blocks, 3))
+    finally:
+        line.close()
+    assert {r.quality for r in readings} == {Quality.TIMEOUT}
+    assert all("later than its 0.2 s timeout (answer discarded)" in e for e in errors), errors
