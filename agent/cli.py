@@ -230,6 +230,8 @@ def format_probe(report: ProbeReport, profile: Profile, show_orders: bool) -> st
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows]
     ok = sum(r.quality is Quality.OK for r in report.readings)
     lines.append(f"{ok}/{len(report.readings)} points ok, {report.requests} request(s), {report.who} at {report.spec}")
+    if report.error and ok < len(report.readings):
+        lines.append(f"first failure: {report.error}")  # what came back, when it was not a value
     return "\n".join(lines)
 
 

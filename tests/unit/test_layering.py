@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 PURE = ["agent/batcher.py", "agent/codec.py", "agent/schedule.py", "agent/drivers/plan.py", "agent/drivers/decode.py",
-        "agent/drivers/registers.py", "agent/drivers/urls.py", "agent/delivery.py", "agent/events.py",
-        "agent/metrics.py"]
+        "agent/drivers/registers.py", "agent/drivers/urls.py", "agent/drivers/frames.py", "agent/delivery.py",
+        "agent/events.py", "agent/metrics.py"]
 IMPURE = ("agent.buffer", "agent.config", "agent.publisher", "agent.daemon", "paho", "sqlite3", "apscheduler",
           "pymodbus", "agent.assembly")
 
