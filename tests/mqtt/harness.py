@@ -64,3 +64,16 @@ def status() -> dict[str, Any]:
 
 def publisher(port: int, spool: Spool, **overrides: Any) -> Publisher:
     return Publisher(settings(port, **overrides), spool, status, SCHEMA.to_json())
+
+
+def fleet_schema(devices: int, gateway: str = "gw-test", profile: str = "eastron/sdm630") -> Any:
+    """The wire schema of `devices` meters of one real profile (as `edge-agent run` builds it):
+    50 SDM630s make a schema of about 70 KB."""
+    from agent.codec import DeviceInfo, WireSchema
+    from agent.config import ProfileLibrary
+    from agent.wire import point_info
+
+    loaded = ProfileLibrary().load(profile)
+    models = loaded.model.points
+    points = tuple(point_info(spec, models[name].resolution) for name, spec in loaded.points.items() if not spec.hidden)
+    return WireSchema(gateway, tuple(DeviceInfo(f"meter-{i:03d}", loaded.ref, points) for i in range(devices)))

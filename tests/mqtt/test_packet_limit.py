@@ -1,0 +1,78 @@
+"""A broker with a small packet limit (mosquitto `max_packet_size 400`) and a gateway of 50 meters
+whose schema is ~70 KB: the schema goes out in parts, batches are cut to fit, every reading arrives
+and decodes with the schema joined again. MQTT 5 (the limit announced in CONNACK) and MQTT 3.1.1
+(no announcement: `mqtt.max_packet_size`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.buffer import Ring, SealedBatch
+from agent.codec import Batch, Group, Header, WireSchema, encode
+from agent.publisher import Publisher
+from hil.broker import Broker
+from tests.mqtt.harness import Subscriber, fleet_schema, open_spool, settings, status, wait_for
+
+LIMIT = 400
+DEVICES = 50
+
+
+def fleet_batch(ring: Ring, schema: WireSchema, row: int, devices: int = 5) -> SealedBatch:
+    """Three rows of every point of `devices` meters: about 1.5 KB, so it must be split too."""
+    seq = ring.allocate_seq()
+    t0 = 1_763_700_000_000 + row * 10_000
+    stamps = [t0 + 1000 * r for r in range(3)]
+    groups = []
+    for device in range(devices):
+        points = list(range(len(schema.devices[device].points)))
+        columns = [[100.0 + p + r / 10 + device for r in range(3)] for p in points]
+        groups.append((device, [Group(points, stamps, columns)]))
+    batch = Batch(Header(schema.gateway, ring.epoch, seq, schema.id, t0), groups)
+    return SealedBatch(seq, encode(batch, schema), batch.readings, stamps[0], stamps[-1])
+
+
+def deliver(broker: Broker, tmp_path: Path, batches: int, **overrides: object) -> tuple[Subscriber, Publisher, int]:
+    """Publish `batches` fleet batches through a publisher and return what the platform got."""
+    schema = fleet_schema(DEVICES)
+    sub = Subscriber(broker.port)
+
+    async def scenario() -> tuple[Publisher, int]:
+        ring, spool = open_spool(tmp_path / "buf")
+        pub = Publisher(settings(broker.port, **overrides), spool, status, schema.to_json())
+        task = asyncio.create_task(pub.run())
+        expected = 0
+        for row in range(batches):
+            batch = fleet_batch(ring, schema, row)
+            expected += batch.readings
+            spool.add(batch)
+            pub.nudge()
+        await wait_for(lambda: len(sub.readings(schema)) >= expected, 30)
+        await pub.stop()
+        task.cancel()
+        ring.close()
+        return pub, expected
+
+    pub, expected = asyncio.run(scenario())
+    sub.close()
+    return sub, pub, expected
+
+
+@pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
+def test_a_400_byte_packet_limit_delivers_every_reading_and_the_schema(tmp_path: Path, protocol: str) -> None:
+    data = tmp_path / "broker-data"
+    data.mkdir()
+    broker = Broker(data, extra=(f"max_packet_size {LIMIT}",)).start()
+    try:
+        overrides = {} if protocol == "mqtt5" else {"mqtt5": False, "max_packet_size": LIMIT}
+        sub, pub, expected = deliver(broker, tmp_path, 5, **overrides)
+    finally:
+        broker.stop()
+    schema = fleet_schema(DEVICES)
+    assert sub.schema == schema.to_json()  # joined from its parts
+    assert len(sub.readings(schema)) == expected  # every reading, decoded with that schema
+    assert all(len(p) <= LIMIT for p in sub.payloads)
+    assert pub.stats.connects == 1  # never dropped by the broker for an oversize packet
+    assert pub.stats.protocol == ("MQTT 5" if protocol == "mqtt5" else "MQTT 3.1.1")
