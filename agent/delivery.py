@@ -137,9 +137,9 @@ class DeliveryCore:
 
 SUMMARY_EVERY = 300.0  # s between "still failing" lines while the broker cannot be used
 PROBLEMS = {  # BrokerError.problem -> what the operator reads
-    "unreachable": "broker unreachable",
+    "unreachable": "unreachable",
     "bad_credentials": "bad credentials",
-    "not_authorized": "not authorized",
+    "not_authorized": "not authorized (credentials or client id refused)",  # mosquitto says this for both
     "client_id_refused": "client id refused",
     "refused": "connection refused",
     "tls_untrusted": "TLS certificate not trusted",
@@ -190,7 +190,7 @@ class TroubleLog:
     def summary(self, now: float) -> str:
         outage = self.outage
         assert outage is not None
-        return (f"{PROBLEMS.get(outage.problem, outage.problem)} for {_minutes(now - outage.started)}, "
+        return (f"broker: {PROBLEMS.get(outage.problem, outage.problem)} for {_minutes(now - outage.started)}, "
                 f"{outage.attempts} attempts, last: {outage.reason}")
 
     def connected(self, now: float) -> str | None:

@@ -77,3 +77,18 @@ def fleet_schema(devices: int, gateway: str = "gw-test", profile: str = "eastron
     models = loaded.model.points
     points = tuple(point_info(spec, models[name].resolution) for name, spec in loaded.points.items() if not spec.hidden)
     return WireSchema(gateway, tuple(DeviceInfo(f"meter-{i:03d}", loaded.ref, points) for i in range(devices)))
+
+
+def recording_log() -> tuple[Any, list[dict[str, Any]]]:
+    """A real structlog logger whose lines are kept in a list (what the operator would read)."""
+    import io
+
+    import structlog
+
+    lines: list[dict[str, Any]] = []
+
+    def record(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        lines.append({**event, "level": method})
+        raise structlog.DropEvent
+
+    return structlog.wrap_logger(structlog.PrintLogger(io.StringIO()), processors=[record]), lines
