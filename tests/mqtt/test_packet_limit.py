@@ -34,6 +34,10 @@ def fleet_batch(ring: Ring, schema: WireSchema, row: int, devices: int = 5) -> S
     return SealedBatch(seq, encode(batch, schema), batch.readings, stamps[0], stamps[-1])
 
 
+def fleet_status() -> dict[str, object]:
+    return {**status(), "devices": [f"meter-{i:03d}" for i in range(DEVICES)]}
+
+
 def deliver(broker: Broker, tmp_path: Path, batches: int, **overrides: object) -> tuple[Subscriber, Publisher, int]:
     """Publish `batches` fleet batches through a publisher and return what the platform got."""
     schema = fleet_schema(DEVICES)
@@ -41,8 +45,9 @@ def deliver(broker: Broker, tmp_path: Path, batches: int, **overrides: object) -
 
     async def scenario() -> tuple[Publisher, int]:
         ring, spool = open_spool(tmp_path / "buf")
-        pub = Publisher(settings(broker.port, **overrides), spool, status, schema.to_json())
+        pub = Publisher(settings(broker.port, **overrides), spool, fleet_status, schema.to_json())
         task = asyncio.create_task(pub.run())
+        pub.publish_json("metrics", {"devices": {f"meter-{i:03d}": {"polls": i} for i in range(DEVICES)}})
         expected = 0
         for row in range(batches):
             batch = fleet_batch(ring, schema, row)
@@ -76,3 +81,5 @@ def test_a_400_byte_packet_limit_delivers_every_reading_and_the_schema(tmp_path:
     assert all(len(p) <= LIMIT for p in sub.payloads)
     assert pub.stats.connects == 1  # never dropped by the broker for an oversize packet
     assert pub.stats.protocol == ("MQTT 5" if protocol == "mqtt5" else "MQTT 3.1.1")
+    assert sub.status[0]["devices_omitted"] == DEVICES and "devices" not in sub.status[0]  # the rest of it fits
+    assert not sub.metrics and pub.stats.too_large == 1  # not sent (it would cost the session), logged

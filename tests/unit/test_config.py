@@ -278,3 +278,13 @@ def test_reconnect_ceiling_below_the_first_backoff_step_is_located(tmp_path: Pat
     (problem,) = problems(path)
     assert problem == f"{path}:10: mqtt.reconnect_max: Input should be greater than or equal to 1"
     assert load_config(write(tmp_path, GOOD, "ok.yaml")).config.mqtt.reconnect_max == 60.0  # the default
+
+
+def test_max_packet_size_is_a_size_of_at_least_256_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("topic_prefix: park}", "topic_prefix: park,\n       max_packet_size: 128KiB}"))
+    assert load_config(path).config.mqtt.max_packet_size == 128 * 1024
+    assert load_config(write(tmp_path, GOOD, "ok.yaml")).config.mqtt.max_packet_size is None  # the default
+    small = write(tmp_path, GOOD.replace("topic_prefix: park}", "topic_prefix: park,\n       max_packet_size: 100}"),
+                  "small.yaml")
+    (problem,) = problems(small)
+    assert problem == f"{small}:10: mqtt.max_packet_size: Input should be greater than or equal to 256"
