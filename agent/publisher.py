@@ -13,6 +13,11 @@ is published again from there. At most `window` telemetry messages are ever in f
 A failed PUBACK (MQTT 5 reason code >= 0x80, e.g. 0x87 not authorized) is not an acknowledgement:
 the batch is kept, an event is raised and publishing backs off. An acknowledgement that does not
 come within `ack_timeout` means a black-holed link: the connection is dropped and made anew.
+
+Nothing larger than the packet limit (the broker's announced Maximum Packet Size, or
+`mqtt.max_packet_size`) is ever handed to the client, since a broker drops the session for it:
+the schema goes in retained parts with an index, batches are split, other messages are trimmed or
+logged instead. Failed connection attempts are told once per kind (`TroubleLog`), not per retry.
 """
 
 from __future__ import annotations
