@@ -352,8 +352,8 @@ class Publisher:
             self._split(batch, limit)
             return True
         payload = set_historical(batch.payload) if historical else batch.payload
-        if self.settings.compress:
-            payload = compress(payload)
+        if self.settings.compress and len(packed := compress(payload)) < len(payload):
+            payload = packed  # never larger than the batch itself: a split part stays within the limit
         try:
             mid = link.publish(self.topic("telemetry"), payload)
         except BrokerError:

@@ -65,13 +65,14 @@ def deliver(broker: Broker, tmp_path: Path, batches: int, **overrides: object) -
     return sub, pub, expected
 
 
-@pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311"])
+@pytest.mark.parametrize("protocol", ["mqtt5", "mqtt311", "mqtt5-compressed"])
 def test_a_400_byte_packet_limit_delivers_every_reading_and_the_schema(tmp_path: Path, protocol: str) -> None:
     data = tmp_path / "broker-data"
     data.mkdir()
     broker = Broker(data, extra=(f"max_packet_size {LIMIT}",)).start()
     try:
-        overrides = {} if protocol == "mqtt5" else {"mqtt5": False, "max_packet_size": LIMIT}
+        overrides = {"mqtt5": {}, "mqtt311": {"mqtt5": False, "max_packet_size": LIMIT},
+                     "mqtt5-compressed": {"compress": True}}[protocol]
         sub, pub, expected = deliver(broker, tmp_path, 5, **overrides)
     finally:
         broker.stop()
@@ -80,6 +81,6 @@ def test_a_400_byte_packet_limit_delivers_every_reading_and_the_schema(tmp_path:
     assert len(sub.readings(schema)) == expected  # every reading, decoded with that schema
     assert all(len(p) <= LIMIT for p in sub.payloads)
     assert pub.stats.connects == 1  # never dropped by the broker for an oversize packet
-    assert pub.stats.protocol == ("MQTT 5" if protocol == "mqtt5" else "MQTT 3.1.1")
+    assert pub.stats.protocol == ("MQTT 3.1.1" if protocol == "mqtt311" else "MQTT 5")
     assert sub.status[0]["devices_omitted"] == DEVICES and "devices" not in sub.status[0]  # the rest of it fits
     assert not sub.metrics and pub.stats.too_large == 1  # not sent (it would cost the session), logged
