@@ -441,8 +441,10 @@ class SchemaAssembler:
     def add(self, suffix: str, payload: bytes | str) -> str | None:
         """A message on `<base>/schema` (suffix "") or `<base>/schema/<i>`: the whole schema's JSON
         once it is complete, else None."""
-        if not payload:
-            return None  # a cleared retained message
+        if not payload:  # a cleared retained message
+            if suffix:
+                self.parts.pop(int(suffix), None)
+            return None
         body = json.loads(payload)
         if suffix:
             self.parts[int(suffix)] = body

@@ -129,6 +129,7 @@ class Publisher:
         self.trouble = TroubleLog()
         self._on_trouble = on_trouble
         self._too_large: set[str] = set()  # topic leaves already logged as over the packet limit
+        self._schema_parts = 0  # retained schema parts this process has published (stale ones are cleared)
         self.settings = settings
         self.spool = spool
         self.status = status
@@ -411,8 +412,11 @@ class Publisher:
         session = self._session
         if session is not None:
             schema = self.topic("schema")
+            parts = len(messages) - 1
+            stale = [(f"{schema}/{i}", "") for i in range(parts, self._schema_parts)]  # a shorter schema: cleared
+            self._schema_parts = parts
             kept = [(t, p) for t, p in session.control if t != schema and not t.startswith(schema + "/")]
-            session.control = deque([*kept, *messages])
+            session.control = deque([*kept, *stale, *messages])  # the index last: then all is in place
             self._wake.set()
 
     def _send_control(self, session: _Session) -> bool:

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from agent.buffer import Ring, SealedBatch
-from agent.codec import Batch, Group, Header, WireSchema, encode
+from agent.codec import Batch, Group, Header, WireSchema, encode, schema_messages
 from agent.publisher import Publisher
 from hil.broker import Broker
-from tests.mqtt.harness import Subscriber, fleet_schema, open_spool, settings, status, wait_for
+from hil.platform import Platform
+from tests.ingest.conftest import Gateway, wait_until
+from tests.mqtt.harness import BASE, Subscriber, fleet_schema, open_spool, settings, status, wait_for
 
 LIMIT = 400
 DEVICES = 50
@@ -84,3 +86,41 @@ def test_a_400_byte_packet_limit_delivers_every_reading_and_the_schema(tmp_path:
     assert pub.stats.protocol == ("MQTT 3.1.1" if protocol == "mqtt311" else "MQTT 5")
     assert sub.status[0]["devices_omitted"] == DEVICES and "devices" not in sub.status[0]  # the rest of it fits
     assert not sub.metrics and pub.stats.too_large == 1  # not sent (it would cost the session), logged
+
+
+def test_a_shorter_schema_clears_the_parts_it_no_longer_has(tmp_path: Path) -> None:
+    data = tmp_path / "broker-data"
+    data.mkdir()
+    broker = Broker(data, extra=(f"max_packet_size {LIMIT}",)).start()
+    big, small = fleet_schema(DEVICES), fleet_schema(10)
+    try:
+        sub = Subscriber(broker.port)
+
+        async def scenario() -> None:
+            ring, spool = open_spool(tmp_path / "buf")
+            pub = Publisher(settings(broker.port), spool, status, big.to_json())
+            task = asyncio.create_task(pub.run())
+            assert await wait_for(lambda: sub.schema == big.to_json(), 20)
+            pub.set_schema(small.to_json())  # a reload with fewer devices
+            assert await wait_for(lambda: sub.schema == small.to_json(), 20)
+            await pub.stop()
+            task.cancel()
+            ring.close()
+
+        asyncio.run(scenario())
+        sub.close()
+        late = Platform(broker.port, f"{BASE}/schema/#", "late-platform")  # what a platform starting now gets
+        marker = Gateway(broker.port, "marker")
+        try:
+            marker.publish(f"{BASE}/schema/999999", "{}")  # arrives after every retained message sent at subscription
+            assert wait_until(lambda: 999999 in late._schema_parts.parts, 10)
+            with late.lock:
+                retained_parts = len(late._schema_parts.parts) - 1
+            assert late.schema == small.to_json()
+        finally:
+            marker.close()
+            late.close()
+    finally:
+        broker.stop()
+    parts = len(schema_messages(small.to_json(), f"{BASE}/schema", lambda t: LIMIT - 16 - len(t))) - 1
+    assert retained_parts == parts < len(schema_messages(big.to_json(), f"{BASE}/schema", lambda t: LIMIT - 16 - len(t)))
