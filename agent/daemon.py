@@ -79,6 +79,7 @@ class Agent:
         self._last_metrics = 0.0
         self._loop_lag_max = 0.0  # seconds, since the last metrics
         self._prometheus: asyncio.Server | None = None
+        self._broker_trouble: str | None = None  # "broker: bad credentials since 12:03 UTC" while it lasts
 
     async def serve(self) -> int:
         await self.startup()
@@ -127,7 +128,14 @@ class Agent:
         if config.mqtt is None:
             return None
         settings = BrokerSettings.from_config(config.mqtt, config.gateway.id, config.gateway.site)
-        return Publisher(settings, self.spool, self._status, self.pipeline.schema.to_json())
+        return Publisher(settings, self.spool, self._status, self.pipeline.schema.to_json(),
+                         on_trouble=self._on_broker_trouble)
+
+    def _on_broker_trouble(self, text: str | None) -> None:
+        """The publisher cannot use the broker (or can again): systemd's STATUS= says so at once."""
+        if text != self._broker_trouble:
+            self._broker_trouble = text
+            self.notifier.status(self._status_line())
 
     def _batch_window(self) -> float:
         mqtt = self.pipeline.loaded.config.mqtt
@@ -318,7 +326,9 @@ class Agent:
     def _status_line(self) -> str:
         online = sum(s.reader.health is Health.ONLINE for s in self.pipeline.devices.values())
         where = "" if self.store.on_disk else " (in memory: buffer disk unavailable)"
-        return f"{online}/{len(self.pipeline.devices)} devices online, backlog {self.store.backlog} batches{where}"
+        broker = f"; {self._broker_trouble}" if self._broker_trouble else ""
+        return (f"{online}/{len(self.pipeline.devices)} devices online, backlog {self.store.backlog} batches{where}"
+                f"{broker}")
 
     def metrics(self) -> Metrics:
         stats = self.store.stats()

@@ -219,6 +219,8 @@ class MqttModel(Strict):
     compress: bool = False
     drain_rate: float = Field(50.0, gt=0)  # backlog batches per second after an outage
     reconnect_max: PositiveSeconds = Field(60.0, ge=1.0)  # the reconnect backoff's ceiling (1 s doubling, jittered)
+    # the broker's packet limit when it does not announce one (MQTT 3.1.1); the smaller of the two applies
+    max_packet_size: Annotated[int | None, BeforeValidator(parse_size)] = Field(None, ge=256, le=268_435_455)
 
     @field_validator("url")
     @classmethod

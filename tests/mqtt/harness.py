@@ -45,3 +45,31 @@ def open_spool(directory: Path, max_bytes: int = 1 << 30) -> tuple[Ring, Spool]:
 
 def publisher(port: int, spool: Spool, **overrides: Any) -> Publisher:
     return testkit_mqtt.publisher(port, spool, SCHEMA, **overrides)
+
+
+def fleet_schema(devices: int, gateway: str = "gw-test", profile: str = "eastron/sdm630") -> Any:
+    """The wire schema of `devices` meters of one real profile (as `edge-agent run` builds it):
+    50 SDM630s make a schema of about 70 KB."""
+    from agent.codec import DeviceInfo, WireSchema
+    from agent.config import ProfileLibrary
+    from agent.wire import point_info
+
+    loaded = ProfileLibrary().load(profile)
+    models = loaded.model.points
+    points = tuple(point_info(spec, models[name].resolution) for name, spec in loaded.points.items() if not spec.hidden)
+    return WireSchema(gateway, tuple(DeviceInfo(f"meter-{i:03d}", loaded.ref, points) for i in range(devices)))
+
+
+def recording_log() -> tuple[Any, list[dict[str, Any]]]:
+    """A real structlog logger whose lines are kept in a list (what the operator would read)."""
+    import io
+
+    import structlog
+
+    lines: list[dict[str, Any]] = []
+
+    def record(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        lines.append({**event, "level": method})
+        raise structlog.DropEvent
+
+    return structlog.wrap_logger(structlog.PrintLogger(io.StringIO()), processors=[record]), lines

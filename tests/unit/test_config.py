@@ -424,3 +424,13 @@ def test_a_form_is_said_in_words_not_as_a_regular_expression(tmp_path: Path, wri
         lib.load("test/proto")
     assert [p.message for p in caught.value.problems] == [
         "expected one of: modbus, dlt645, cjt188 (got 'modbus-tcp')"]
+
+
+def test_max_packet_size_is_a_size_of_at_least_256_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("topic_prefix: park}", "topic_prefix: park,\n       max_packet_size: 128KiB}"))
+    assert load_config(path).config.mqtt.max_packet_size == 128 * 1024
+    assert load_config(write(tmp_path, GOOD, "ok.yaml")).config.mqtt.max_packet_size is None  # the default
+    small = write(tmp_path, GOOD.replace("topic_prefix: park}", "topic_prefix: park,\n       max_packet_size: 100}"),
+                  "small.yaml")
+    (problem,) = problems(small)
+    assert problem == f"{small}:10: mqtt.max_packet_size: Input should be greater than or equal to 256"
