@@ -10,11 +10,11 @@ from agent.buffer import Ring, SealedBatch, Spool, Store
 from agent.codec import Batch, Group, Header, encode
 from agent.publisher import Publisher
 from testkit import mqtt as testkit_mqtt
-from testkit.mqtt import BASE, wait_for
+from testkit.mqtt import BASE, settings, wait_for
 from testkit.platform import Platform
 from tests.vectors.generate import SCHEMA
 
-__all__ = ["BASE", "Subscriber", "make_batch", "open_spool", "publisher", "wait_for"]
+__all__ = ["BASE", "Subscriber", "make_batch", "open_spool", "publisher", "settings", "status", "wait_for"]
 
 
 def make_batch(ring: Ring, row: int, readings: int = 3) -> SealedBatch:
@@ -41,6 +41,11 @@ class Subscriber(Platform):
 def open_spool(directory: Path, max_bytes: int = 1 << 30) -> tuple[Ring, Spool]:
     ring = Store(directory, max_bytes=max_bytes, min_free_bytes=0)
     return ring, Spool(ring, spill_after=2.0, outage_commit=0.5)
+
+
+def status() -> dict[str, Any]:
+    """A retained status like the daemon's, for tests that build a Publisher themselves."""
+    return {"version": "test", "config_hash": "0" * 8, "schema_id": SCHEMA.id, "devices": ["main-incomer"]}
 
 
 def publisher(port: int, spool: Spool, **overrides: Any) -> Publisher:
