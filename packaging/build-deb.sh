@@ -73,7 +73,7 @@ EOF
 )
 mapfile -t reqs <<<"$reqs"
 MSGPACK_PUREPYTHON=1 PYYAML_FORCE_LIBYAML=0 quiet pip wheel --no-deps --no-binary "$pure" -w "$work/pure" "${reqs[@]}"
-quiet pip download -d "$wheels" "${platforms[@]}" --python-version 3.11 --implementation cp --abi cp311 --only-binary=:all: \
+quiet pip download -d "$wheels" "${platforms[@]}" --find-links "$work/pure" --python-version 3.11 --implementation cp --abi cp311 --only-binary=:all: \
   "$project_whl"
 for name in ${pure//,/ }; do rm -f "$wheels/$(echo "$name" | tr A-Z a-z)"-*.whl; done  # their pure builds instead
 cp "$project_whl" "$work"/pure/*.whl "$wheels/"

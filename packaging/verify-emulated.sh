@@ -28,7 +28,7 @@ for arg in "$@"; do
 done
 case "$arch" in amd64) qarch="" ;; arm64) qarch=aarch64 ;; armhf) qarch=arm ;; *) usage ;; esac
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cache=${EDGE_AGENT_CI_CACHE:-/var/cache/edge-agent-ci}
+cache=${EDGE_AGENT_CI_CACHE:-/var/cache/edge-agent-ci}  # root tarballs (packaging/root-tarball.sh), HIL wheels
 [ "$(id -u)" -eq 0 ] || { echo "verify-emulated: needs root (chroot, mounts)" >&2; exit 1; }
 HOSTPY=${HOSTPY:-python3}
 
@@ -72,18 +72,11 @@ binfmt() {
   grep -q enabled "/proc/sys/fs/binfmt_misc/qemu-$qarch"
 }
 
-tarball=$cache/bookworm-$arch-minbase.tar
-make_root_tarball() {
-  [ -s "$tarball" ] && return 0
-  mkdir -p "$cache"
-  mmdebstrap --quiet --variant=minbase --arch="$arch" --include=python3,adduser,mosquitto \
-    bookworm "${tarball%.tar}.tmp.tar" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-  mv "${tarball%.tar}.tmp.tar" "$tarball"
-}
+make_root_tarball() { "$repo/packaging/root-tarball.sh" "$arch" > /dev/null; }
 
 root=$(mktemp -d /var/tmp/edge-agent-root.XXXXXX)
 unpack_root() {
-  tar -C "$root" -xf "$tarball"
+  tar -C "$root" -xf "$("$repo/packaging/root-tarball.sh" "$arch")"
   mount -t proc proc "$root/proc"
   mount --bind /dev "$root/dev"
   mount --bind /dev/pts "$root/dev/pts"
