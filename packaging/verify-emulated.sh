@@ -35,13 +35,14 @@ HOSTPY=${HOSTPY:-python3}
 steps=()
 step() {  # step NAME COMMAND...: run and time it; the table is printed at the end either way
   local name=$1 start rc=0; shift
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   echo "== $arch: $name" >&2
   set +e
   ( set -e; "$@" )  # a subshell, so `set -e` holds inside the step's function
   rc=$?
   set -e
-  steps+=("$(printf '%-34s %7.1f s  %s' "$name" "$(echo "$(date +%s.%N) - $start" | bc)" "$([ $rc -eq 0 ] && echo ok || echo "FAILED ($rc)")")")
+  local ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  steps+=("$(printf '%-34s %5d.%01d s  %s' "$name" $((ms / 1000)) $((ms % 1000 / 100)) "$([ $rc -eq 0 ] && echo ok || echo "FAILED ($rc)")")")
   return $rc
 }
 table() {
