@@ -1,7 +1,8 @@
 """Time `edge-agent run` from spawn to READY=1 on its notify socket (sd_notify), for verify-emulated.sh.
 
 usage: first_ready.py ROOT TIMEOUT COMMAND...  -- the socket is ROOT/tmp/notify.sock (the command sees
-/tmp/notify.sock inside the chroot); prints the seconds, then stops the agent with SIGTERM (exit 0 expected).
+/tmp/notify.sock inside the chroot); prints the seconds and the agent's RSS 5 s after READY (under qemu-user
+that includes the emulator), then stops the agent with SIGTERM (exit 0 expected).
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ def main() -> int:
         return 1
     finally:
         sock.close()
+    time.sleep(5)
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    rss = next((line.split(":")[1].strip() for line in status.splitlines() if line.startswith("VmRSS")), "?")
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=120)
-    print(f"first READY=1 after {ready:.1f} s; SIGTERM -> exit {code}")
+    print(f"first READY=1 after {ready:.2f} s; RSS {rss} 5 s later; SIGTERM -> exit {code}")
     if code != 0:
         print((root / "tmp" / "run.log").read_text()[-3000:], file=sys.stderr)
     return code
