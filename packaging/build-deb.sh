@@ -48,6 +48,7 @@ quiet pip wheel --no-deps -w "$work/project" "$repo"
 project_whl=$(ls "$work"/project/edge_agent-*.whl)
 wheel_version=$(basename "$project_whl" | cut -d- -f2)
 version=${EDGE_AGENT_DEB_VERSION:-$wheel_version}
+epoch=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}
 
 # 2. the dependencies as binary wheels for ARCH (glibc of bookworm: 2.36)
 platforms=()
@@ -126,12 +127,15 @@ install -D -m 0644 "$repo/systemd/agent.example.yaml" "$stage/usr/share/edge-age
 install -D -m 0644 "$repo/packaging/debian/lintian-overrides" "$stage/usr/share/lintian/overrides/edge-agent"
 mkdir -p "$stage/usr/bin"
 ln -s "$venv/bin/edge-agent" "$stage/usr/bin/edge-agent"
-if [ -d "$repo/firmware-profiles" ] && ! unzip -l "$project_whl" | grep -q '/sdm630\.yaml$'; then
+if [ -d "$repo/firmware-profiles" ] && ! "$PYTHON" -c 'import sys, zipfile
+sys.exit(not any(n.endswith("/sdm630.yaml") for n in zipfile.ZipFile(sys.argv[1]).namelist()))' "$project_whl"; then
   # a tree whose profiles are not yet package data: the agent also looks in /usr/share/edge-agent
   mkdir -p "$stage/usr/share/edge-agent"
   cp -r "$repo/firmware-profiles" "$stage/usr/share/edge-agent/firmware-profiles"
   find "$stage/usr/share/edge-agent/firmware-profiles" -type f -name '*.md' -delete
 fi
+install -d "$stage/usr/share/man/man1"
+gzip -9n < "$repo/packaging/debian/edge-agent.1" > "$stage/usr/share/man/man1/edge-agent.1.gz"
 doc=$stage/usr/share/doc/edge-agent
 mkdir -p "$doc"
 {
@@ -140,16 +144,18 @@ mkdir -p "$doc"
   echo "Bundled in $venv (wheels as published on PyPI, each with its own licence in its .dist-info):"
   for w in "$wheels"/*.whl; do basename "$w"; done | sort
 } > "$doc/README.Debian"
-if [ -f "$repo/LICENSE" ]; then
-  { echo "Files: *"; echo "Copyright: the edge-agent authors"; echo "License: see /usr/share/doc/edge-agent/LICENSE"; } \
-    > "$doc/copyright"
-  cp "$repo/LICENSE" "$doc/LICENSE"
-else
-  echo "edge-agent: no licence file in the source tree; bundled libraries keep their own (see README.Debian)" \
-    > "$doc/copyright"
-fi
+{
+  echo "Copyright: $(date -u -d "@$epoch" +%Y) the edge-agent authors"
+  if [ -f "$repo/LICENSE" ]; then
+    echo "License: the project's LICENSE file, below; the bundled libraries keep their own (see README.Debian)"
+    echo
+    cat "$repo/LICENSE"
+  else
+    echo "License: none stated in the source tree; the bundled libraries keep their own (see README.Debian)"
+  fi
+} > "$doc/copyright"
 printf 'edge-agent (%s) bookworm; urgency=medium\n\n  * Package of %s.\n\n -- edge-agent maintainers <edge-agent@example.invalid>  %s\n' \
-  "$version" "$ver" "$(date -R -u -d "@${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}")" \
+  "$version" "$ver" "$(date -R -u -d "@$epoch")" \
   | gzip -9n > "$doc/changelog.gz"
 
 # 5. control data
@@ -176,7 +182,6 @@ sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@
   > "$stage/DEBIAN/md5sums"
 
 # reproducible file times and modes
-epoch=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}
 find "$stage" -newermt "@$epoch" -print0 | xargs -0 -r touch --no-dereference --date="@$epoch"
 find "$stage" -type d -exec chmod 0755 {} +
 deb=$outdir/edge-agent_${version}_$arch.deb
