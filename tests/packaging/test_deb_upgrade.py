@@ -186,3 +186,8 @@ def test_upgrade_keeps_the_buffer_and_delivers_the_backlog(root: Root, tmp_path:
         platform.close()
         broker.stop()
     assert sum(stored.values()) > 0
+
+    # a config that does not validate: postinst says where and how to finish, and the install still succeeds
+    (root.path / "etc/edge-agent/agent.yaml").write_text(config.replace("unit: 1,", "unit: 1, bogus_key: 3,"))
+    out = root.run("/var/lib/dpkg/info/edge-agent.postinst", "configure", "0.0.1~test")
+    assert "does not validate" in out and "bogus_key" in out and "edge-agent validate -c" in out
