@@ -1,7 +1,8 @@
 """The `edge-agent` command. Each subcommand parses its arguments, calls one library function and
 formats what it returns; no logic of its own lives here.
 
-Exit codes: 0 success, 1 invalid input (config, profile, arguments), 2 a device or bus did not answer.
+Exit codes: 0 success, 1 invalid input (config, profile, arguments), 2 a device or bus did not answer
+(or a command's optional dependency is not installed: the message says what to install).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("hil", help="run simulated-park scenarios with faults and verify every poll end to end")
-    p.add_argument("scenarios", nargs="*", help="scenario names (hil/scenarios/) or files; default: all")
+    p.add_argument("scenarios", nargs="*", help="scenario names (the package's hil/scenarios/) or files; default: all")
     p.add_argument("--quick", action="store_true", help="the short versions (CI)")
     p.add_argument("--out", default=".", help="where the report and PNG timelines go (default: here)")
     p.set_defaults(func=cmd_hil)
@@ -226,6 +227,9 @@ def format_probe(report: ProbeReport, profile: Profile, show_orders: bool) -> st
 
 def cmd_profiles_list(args: argparse.Namespace) -> int:
     library = ProfileLibrary()
+    if not library.available():  # an install without its package data, or a broken search path
+        print(f"error: no profiles found; searched {', '.join(map(str, library.dirs))}", file=sys.stderr)
+        return EXIT_INPUT
     for ref in library.available():
         try:
             profile = library.load(ref)
@@ -436,9 +440,39 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def missing_for_harness(command: str, modules: Sequence[str]) -> list[str]:
+    """What `command` (hil, demo) needs beyond the agent and is not installed, as install hints.
+
+    Checked before anything starts, so a gateway install without the extra says what to install
+    instead of dying with a traceback half-way through a run."""
+    import importlib
+
+    hints = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            hints.append(f"`edge-agent {command}` needs {module} ({exc}): pip install 'edge-agent[hil]'")
+    from testkit.broker import MOSQUITTO  # the harness is loaded by its commands only
+
+    if not os.path.exists(MOSQUITTO):
+        hints.append(f"`edge-agent {command}` runs a private MQTT broker: apt install mosquitto "
+                     "(or scripts/bootstrap.sh in a checkout)")
+    return hints
+
+
+def _report_missing(hints: list[str]) -> int:
+    for hint in hints:
+        print(f"error: {hint}", file=sys.stderr)
+    return EXIT_NO_ANSWER
+
+
 def cmd_hil(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    missing = missing_for_harness("hil", ["matplotlib"])  # the report's PNG timelines
+    if missing:
+        return _report_missing(missing)
     from hil.main import main as hil_main
 
     return hil_main(args.scenarios, args.quick, Path(args.out))
@@ -459,6 +493,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    missing = missing_for_harness("demo", [])  # psycopg is optional: without it the demo skips its database view
+    if missing:
+        return _report_missing(missing)
     from hil.demo import run_demo
 
     return run_demo(once=args.once)

@@ -127,6 +127,7 @@ async def scan(spec: BusSpec, units: Sequence[int], library: ProfileLibrary, tim
 def device_block(found: Found, bus_name: str) -> str:
     best = found.best
     if best is None:
-        return f"  # unit {found.unit} answers, but no profile fits: write one (see firmware-profiles/README)"
+        return (f"  # unit {found.unit} answers, but no profile fits: write one in /etc/edge-agent/profiles "
+                "(see agent/profiles/README.md)")
     name = best.ref.split("/")[1].replace(".", "-")
     return f"  - {{id: {name}-{found.unit}, bus: {bus_name}, unit: {found.unit}, profile: {best.ref}, interval: 10s}}"

@@ -29,14 +29,14 @@ from agent.types import ReadRequest
 from agent.wire import build_schema
 from bench.report import Figure
 from bench.workload import REFERENCE_METER, library
-from hil.broker import Broker
+from testkit.broker import Broker
 
 REPO = Path(__file__).resolve().parents[1]
 SIMULATORS = """
 import sys
 from agent.simulate import SimulatedDevice
 from bench.workload import library
-from hil.sims import SimThread
+from testkit.sims import SimThread
 profile = library().load(sys.argv[1])
 sims = SimThread()
 spec, _ = sims.tcp({u: SimulatedDevice(profile) for u in range(1, int(sys.argv[2]) + 1)})

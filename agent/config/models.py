@@ -142,7 +142,7 @@ class BlockModel(Strict):
 
 
 class ProfileModel(Strict):
-    """A device profile: firmware-profiles/<vendor>/<model>.yaml."""
+    """A device profile: agent/profiles/<vendor>/<model>.yaml (or the same layout in an operator directory)."""
 
     vendor: str
     model: str

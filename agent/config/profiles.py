@@ -1,13 +1,16 @@
 """Device profiles: find `vendor/model` on the search path, validate it, resolve `extends`, and
 turn it into the runtime Profile (PointSpecs with the profile defaults applied).
 
-Device knowledge is data: a new meter is a YAML file in firmware-profiles/, never a Python class.
+Device knowledge is data: a new meter is a YAML file, never a Python class. The library ships inside
+the package (agent/profiles/<vendor>/<model>.yaml, package data: a wheel carries it); an operator adds
+or overrides profiles in /etc/edge-agent/profiles, $EDGE_AGENT_PROFILES or the config's `profiles_dirs`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 from agent.config.canonical import CANONICAL_COUNTERS, canonical_unit
@@ -19,8 +22,15 @@ from agent.meters.bcd import parse_format
 from agent.meters.plan import UNIT_BASES
 from agent.types import DataType, DeviceTiming, PointKind, PointSpec
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "firmware-profiles"
-SYSTEM_DIR = Path("/usr/share/edge-agent/firmware-profiles")  # where systemd/install.sh puts them
+OPERATOR_DIR = Path("/etc/edge-agent/profiles")  # an operator's own or corrected profiles, kept across upgrades
+
+
+def builtin_dir() -> Path:
+    """The library shipped in the installed package (found through the package, not the source tree)."""
+    return Path(str(resources.files("agent") / "profiles"))
+
+
+BUILTIN_DIR = builtin_dir()
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,13 @@ class Profile:
 
 
 def search_path(extra: list[str] | None = None) -> list[Path]:
-    """Where profiles are looked up, first match wins: config dirs, $EDGE_AGENT_PROFILES, built-ins."""
+    """Where profiles are looked up, first match wins: the config's `profiles_dirs`, $EDGE_AGENT_PROFILES,
+    /etc/edge-agent/profiles, then the library shipped in the package."""
     dirs = [Path(d) for d in extra or []]
     env = os.environ.get("EDGE_AGENT_PROFILES")
     if env:
         dirs += [Path(d) for d in env.split(os.pathsep) if d]
-    dirs += [BUILTIN_DIR, SYSTEM_DIR]
+    dirs += [OPERATOR_DIR, BUILTIN_DIR]
     return dirs
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hil.broker import Broker, free_port, wait_port
-from hil.platform import Platform
+from testkit.broker import Broker, free_port, wait_port
+from testkit.platform import Platform
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("EDGE_AGENT_CI_CACHE", "/var/cache/edge-agent-ci"))
