@@ -146,7 +146,11 @@ mkdir -p "$doc"
 } > "$doc/README.Debian"
 {
   echo "Copyright: $(date -u -d "@$epoch" +%Y) the edge-agent authors"
-  if [ -f "$repo/LICENSE" ]; then
+  if [ -f "$repo/LICENSE" ] && grep -q "Apache License" "$repo/LICENSE" && grep -q "Version 2.0" "$repo/LICENSE"; then
+    echo "License: Apache-2.0"
+    echo " On Debian systems the full text of the Apache License, Version 2.0, is in"
+    echo " /usr/share/common-licenses/Apache-2.0. The bundled libraries keep their own licences (see README.Debian)."
+  elif [ -f "$repo/LICENSE" ]; then
     echo "License: the project's LICENSE file, below; the bundled libraries keep their own (see README.Debian)"
     echo
     cat "$repo/LICENSE"
