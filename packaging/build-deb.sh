@@ -46,6 +46,9 @@ quiet() { "$@" >"$work/log" 2>&1 || { cat "$work/log" >&2; echo "build-deb: fail
 # 1. the project wheel: whatever `pip wheel .` of this tree contains (profiles and scenarios included)
 quiet pip wheel --no-deps -w "$work/project" "$repo"
 project_whl=$(ls "$work"/project/edge_agent-*.whl)
+"$PYTHON" -c 'import sys, zipfile
+sys.exit(not any("/profiles/" in n and n.endswith(".yaml") for n in zipfile.ZipFile(sys.argv[1]).namelist()))' \
+  "$project_whl" || { echo "build-deb: the wheel carries no profile library: a gateway could read no device" >&2; exit 1; }
 wheel_version=$(basename "$project_whl" | cut -d- -f2)
 version=${EDGE_AGENT_DEB_VERSION:-$wheel_version}
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}
@@ -127,13 +130,6 @@ install -D -m 0644 "$repo/systemd/agent.example.yaml" "$stage/usr/share/edge-age
 install -D -m 0644 "$repo/packaging/debian/lintian-overrides" "$stage/usr/share/lintian/overrides/edge-agent"
 mkdir -p "$stage/usr/bin"
 ln -s "$venv/bin/edge-agent" "$stage/usr/bin/edge-agent"
-if [ -d "$repo/firmware-profiles" ] && ! "$PYTHON" -c 'import sys, zipfile
-sys.exit(not any(n.endswith("/sdm630.yaml") for n in zipfile.ZipFile(sys.argv[1]).namelist()))' "$project_whl"; then
-  # a tree whose profiles are not yet package data: the agent also looks in /usr/share/edge-agent
-  mkdir -p "$stage/usr/share/edge-agent"
-  cp -r "$repo/firmware-profiles" "$stage/usr/share/edge-agent/firmware-profiles"
-  find "$stage/usr/share/edge-agent/firmware-profiles" -type f -name '*.md' -delete
-fi
 install -d "$stage/usr/share/man/man1"
 gzip -9n < "$repo/packaging/debian/edge-agent.1" > "$stage/usr/share/man/man1/edge-agent.1.gz"
 doc=$stage/usr/share/doc/edge-agent
