@@ -86,6 +86,8 @@ unpack_root() {
 }
 
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
+# for background commands: chroot, env and the program exec one another, so $! is the program itself
+in_root_exec() { exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 
 build() { "$repo/packaging/build-deb.sh" "$arch" "${OUTDIR:-$repo/dist}" > "$root/.deb-path"; }
 
@@ -123,7 +125,7 @@ EOF
 probe() {
   local port
   port=$(free_port)
-  in_root edge-agent simulate --profile eastron/sdm630 --listen "tcp://127.0.0.1:$port" >"$root/tmp/sim.log" 2>&1 &
+  in_root_exec edge-agent simulate --profile eastron/sdm630 --listen "tcp://127.0.0.1:$port" >"$root/tmp/sim.log" 2>&1 &
   echo $! >> "$root/tmp/bg.pids"
   wait_port "$port" 120
   in_root edge-agent probe --url "tcp://127.0.0.1:$port" --unit 1 --profile eastron/sdm630 --json > "$root/tmp/probe.json"
