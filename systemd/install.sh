@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install edge-agent on a gateway (Debian/Raspberry Pi OS), idempotently:
+# The developer path onto a test gateway with network (gateways in production: the .deb, packaging/build-deb.sh;
+# do not mix the two on one machine). Installs this checkout with pip on the gateway itself, idempotently:
 #   sudo systemd/install.sh [--start]          install or upgrade, enable the service (and start it)
 #   systemd/install.sh --root /tmp/stage       stage the files under a directory (no users, no systemctl)
 # It creates the system user `edge-agent` (in group dialout, for the serial ports), a virtualenv in
