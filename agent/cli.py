@@ -1,7 +1,8 @@
 """The `edge-agent` command. Each subcommand parses its arguments, calls one library function and
 formats what it returns; no logic of its own lives here.
 
-Exit codes: 0 success, 1 invalid input (config, profile, arguments), 2 a device or bus did not answer.
+Exit codes: 0 success, 1 invalid input (config, profile, arguments), 2 a device or bus did not answer
+(or a command's optional dependency is not installed: the message says what to install).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("probe", help="read every point of a profile once from one device")
-    p.add_argument("--url", required=True, help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port, "
+    p.add_argument("--url", required=True, type=_bus_url,
+                   help="tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, rtu+tcp://host:port, "
                                                  "dlt645:///dev/ttyUSB1, dlt645+tcp://host:port, cjt188:// ...")
     p.add_argument("--unit", type=int, default=None, help="Modbus unit id (default: the profile's)")
     p.add_argument("--address", default=None, help="DL/T 645 / CJ/T 188 meter address as on the nameplate "
@@ -87,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve a profile's registers with plausible, moving values")
     p.add_argument("--profile", required=True, help="vendor/model")
-    p.add_argument("--listen", default=None, help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY; "
+    p.add_argument("--listen", default=None, type=_bus_url, help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or rtu:///dev/PTY; "
                                                   "dlt645+tcp://, dlt645:///dev/PTY, cjt188+tcp://, cjt188:///dev/PTY "
                                                   "for meter profiles (default: 127.0.0.1:5020 in the profile's protocol)")
     p.add_argument("--unit", type=int, default=None, help="unit id to answer (default: the profile's)")
@@ -117,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("scan", help="find the devices on a bus and the profile that fits each (opt-in, slow)")
-    p.add_argument("--url", required=True, help="bus URL, as in agent.yaml")
+    p.add_argument("--url", required=True, type=_bus_url, help="bus URL, as in agent.yaml")
     p.add_argument("--units", default="1-247", help="unit ids to try, e.g. 1-20 or 1,2,11")
     p.add_argument("--profile", default=None, help="DL/T 645 / CJ/T 188 lines: the profile to read the meters with")
     p.add_argument("--addresses", default=None, help="DL/T 645 / CJ/T 188 lines: a file of meter addresses to try, "
@@ -137,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("hil", help="run simulated-park scenarios with faults and verify every poll end to end")
-    p.add_argument("scenarios", nargs="*", help="scenario names (hil/scenarios/) or files; default: all")
+    p.add_argument("scenarios", nargs="*", help="scenario names (the package's hil/scenarios/) or files; default: all")
     p.add_argument("--quick", action="store_true", help="the short versions (CI)")
     p.add_argument("--out", default=".", help="where the report and PNG timelines go (default: here)")
     p.set_defaults(func=cmd_hil)
@@ -179,7 +181,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from agent.config.environment import check_environment
+
     loaded = load_config(args.config)
+    errors, warnings = check_environment(loaded)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if errors:
+        raise ConfigError(errors)
     print(f"{args.config}: OK: {len(loaded.config.buses)} bus(es), {len(loaded.devices)} device(s), "
           f"{loaded.point_count} point(s); profiles: {', '.join(sorted({d.profile.ref for d in loaded.devices})) or '-'}")
     return 0
@@ -221,11 +230,16 @@ def format_probe(report: ProbeReport, profile: Profile, show_orders: bool) -> st
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows]
     ok = sum(r.quality is Quality.OK for r in report.readings)
     lines.append(f"{ok}/{len(report.readings)} points ok, {report.requests} request(s), {report.who} at {report.spec}")
+    if report.error and ok < len(report.readings):
+        lines.append(f"first failure: {report.error}")  # what came back, when it was not a value
     return "\n".join(lines)
 
 
 def cmd_profiles_list(args: argparse.Namespace) -> int:
     library = ProfileLibrary()
+    if not library.available():  # an install without its package data, or a broken search path
+        print(f"error: no profiles found; searched {', '.join(map(str, library.dirs))}", file=sys.stderr)
+        return EXIT_INPUT
     for ref in library.available():
         try:
             profile = library.load(ref)
@@ -314,6 +328,15 @@ def _serve_until_interrupted(start: Callable[[], Awaitable[Any]], listen: BusSpe
     return 0
 
 
+def _bus_url(text: str) -> str:
+    """A bus URL argument, checked here so a mistake is a usage error, not a traceback."""
+    try:
+        parse_bus_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _assignment(text: str) -> tuple[str, float | str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -375,7 +398,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     spec = parse_bus_url(args.url)
     if spec.protocol != "modbus":
         return _scan_meters(args, spec)
-    units = _units(args.units)
+    try:
+        units = _units(args.units)
+    except ValueError as exc:
+        print(f"error: --units: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     print(f"scanning {spec}, {len(units)} unit id(s), at most {args.rate:g}/s, {args.timeout:g} s each ...",
           file=sys.stderr, flush=True)
     found = asyncio.run(scan(spec, units, ProfileLibrary(), args.timeout, args.rate))
@@ -416,13 +443,17 @@ def _scan_meters(args: argparse.Namespace, spec: BusSpec) -> int:
 
 
 def _units(text: str) -> list[int]:
+    """`1-20,31` -> [1, ..., 20, 31]; Modbus unit ids are 1-247 (0 is broadcast, 248-255 reserved)."""
     units: list[int] = []
     for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        units += list(range(int(lo), int(hi or lo) + 1))
-    if not units or min(units) < 0 or max(units) > 255:
-        raise argparse.ArgumentTypeError(f"unit ids are 0-255, got {text!r}")
-    return units
+        lo, _, hi = part.strip().partition("-")
+        if not lo.strip().isdigit() or not (hi or lo).strip().isdigit():
+            raise ValueError(f"expected unit ids like 1-20 or 1,2,11, got {text!r}")
+        first, last = int(lo), int(hi or lo)
+        if not 1 <= first <= last <= 247:
+            raise ValueError(f"unit ids are 1-247, got {part.strip()!r}")
+        units += range(first, last + 1)
+    return sorted(set(units))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -436,9 +467,39 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def missing_for_harness(command: str, modules: Sequence[str]) -> list[str]:
+    """What `command` (hil, demo) needs beyond the agent and is not installed, as install hints.
+
+    Checked before anything starts, so a gateway install without the extra says what to install
+    instead of dying with a traceback half-way through a run."""
+    import importlib
+
+    hints = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            hints.append(f"`edge-agent {command}` needs {module} ({exc}): pip install 'edge-agent[hil]'")
+    from testkit.broker import MOSQUITTO  # the harness is loaded by its commands only
+
+    if not os.path.exists(MOSQUITTO):
+        hints.append(f"`edge-agent {command}` runs a private MQTT broker: apt install mosquitto "
+                     "(or scripts/bootstrap.sh in a checkout)")
+    return hints
+
+
+def _report_missing(hints: list[str]) -> int:
+    for hint in hints:
+        print(f"error: {hint}", file=sys.stderr)
+    return EXIT_NO_ANSWER
+
+
 def cmd_hil(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    missing = missing_for_harness("hil", ["matplotlib"])  # the report's PNG timelines
+    if missing:
+        return _report_missing(missing)
     from hil.main import main as hil_main
 
     return hil_main(args.scenarios, args.quick, Path(args.out))
@@ -459,6 +520,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    missing = missing_for_harness("demo", [])  # psycopg is optional: without it the demo skips its database view
+    if missing:
+        return _report_missing(missing)
     from hil.demo import run_demo
 
     return run_demo(once=args.once)

@@ -20,6 +20,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import msgpack
 
@@ -287,18 +288,24 @@ class Part:
 
 
 def split(payload: bytes, max_bytes: int, next_key: Callable[[], tuple[int, int]]) -> list[Part]:
-    """Cut an uncompressed batch into batches of at most `max_bytes`, by device and then by group,
-    without decoding values: t0 and the deltas stay valid. Each part gets a new dedup key (epoch,
-    seq) from `next_key` (the buffer's numbering: the original's epoch may be over); `dropped_new`
-    stays with the first part. A single group larger than `max_bytes` is left whole."""
+    """Cut an uncompressed batch into batches of at most `max_bytes`, by device, by group, then a
+    group by its columns and a column by its rows, without decoding values: the first timestamp
+    and the first integer of a cut-off run of rows are made absolute, so t0 and the deltas stay
+    valid. Each part gets a new dedup key (epoch, seq) from `next_key` (the buffer's numbering: the
+    original's epoch may be over); `dropped_new` stays with the first part. Only a single reading
+    larger than `max_bytes` (a long text value) is left whole: the caller must not send it."""
     header, devices = decode_header(payload)
+    def size(part: list[object]) -> int:  # with the largest key the part may get
+        return len(_pack(replace(header, epoch=2**32), part, 2**32, header.dropped_new))
+
     pieces: list[list[object]] = []
     for device_index, groups in devices:  # type: ignore[misc]
-        pieces += [[device_index, [group]] for group in groups]  # type: ignore[has-type]
+        for group in groups:  # type: ignore[has-type]
+            pieces += _fitting(device_index, group, lambda piece: size([piece]) <= max_bytes)  # type: ignore[has-type]
     parts: list[list[object]] = []
     for piece in pieces:
         candidate = _merge(parts[-1], piece) if parts else None
-        if candidate is not None and len(_pack(header, candidate, 0, 0)) <= max_bytes:
+        if candidate is not None and size(candidate) <= max_bytes:
             parts[-1] = candidate
         else:
             parts.append([piece])
@@ -309,6 +316,44 @@ def split(payload: bytes, max_bytes: int, next_key: Callable[[], tuple[int, int]
         body = _pack(replace(header, epoch=epoch), part, seq, header.dropped_new if index == 0 else 0)
         out.append(Part(epoch, seq, body, readings))
     return out
+
+
+def _fitting(device_index: object, group: list[Any], fits: Callable[[list[object]], bool]) -> list[list[object]]:
+    """`[device_index, [group]]` pieces that fit: halves by columns first, then by rows."""
+    piece: list[object] = [device_index, [group]]
+    points, deltas, columns, issues = group
+    if fits(piece) or len(points) * len(deltas) <= 1:
+        return [piece]
+    if len(points) > 1:
+        h = len(points) // 2
+        halves = [[points[:h], deltas, columns[:h], [i for i in issues if i[1] < h]],
+                  [points[h:], deltas, columns[h:], [[i[0], i[1] - h, *i[2:]] for i in issues if i[1] >= h]]]
+    else:
+        h = len(deltas) // 2
+        tail_deltas = [sum(deltas[:h + 1]), *deltas[h + 1:]]  # the tail's first row relative to t0
+        halves = [[points, deltas[:h], [c[:h] for c in columns], [i for i in issues if i[0] < h]],
+                  [points, tail_deltas, [_absolute_from(c, h) for c in columns],
+                   [[i[0] - h, *i[1:]] for i in issues if i[0] >= h]]]
+    return [p for half in halves for p in _fitting(device_index, half, fits)]
+
+
+def _absolute_from(column: list[Any], cut: int) -> list[Any]:
+    """column[cut:] decodable on its own: its first integer, if no float comes before it, absolute."""
+    running = None
+    for item in column[:cut]:
+        if isinstance(item, float):
+            running = None
+        elif isinstance(item, int):
+            running = item if running is None else running + item
+    tail = list(column[cut:])
+    for index, item in enumerate(tail):
+        if isinstance(item, float):
+            break
+        if isinstance(item, int):
+            if running is not None:
+                tail[index] = running + item
+            break
+    return tail
 
 
 def _merge(part: list[object], piece: list[object]) -> list[object]:
@@ -323,3 +368,97 @@ def _merge(part: list[object], piece: list[object]) -> list[object]:
 def _pack(h: Header, devices: list[object], seq: int, dropped_new: int) -> bytes:
     return msgpack.packb([FORMAT_VERSION, h.flags, h.gateway, h.epoch, seq, h.schema_id, h.t0, h.dropped_total,
                           dropped_new, h.boot, h.gap_ms, devices], use_bin_type=True)
+
+
+# --------------------------------------------------------------------------- the schema in parts
+
+PARTS_PLACEHOLDER = 999_999  # measured in place of the part count, which is known only at the end
+
+
+def schema_messages(schema_json: str, topic: str, room: Callable[[str], int] | None) -> list[tuple[str, str]]:
+    """The retained messages that carry a schema, in publishing order: `(topic, schema_json)` when
+    it fits, else its JSON text cut into parts `<topic>/<i>` followed by an index on `topic`, so a
+    broker with a small Maximum Packet Size takes them all (docs/payload.md says how a platform
+    joins them). `room(topic)`: the payload bytes a message on that topic may have; None: no limit."""
+    if room is None or len(schema_json.encode()) <= room(topic):
+        return [(topic, schema_json)]
+    head = json.loads(schema_json)
+    schema_id = head["schema_id"]
+    texts: list[str] = []
+    start = 0
+    while start < len(schema_json):
+        budget = room(f"{topic}/{len(texts)}")
+        n = _longest_part(schema_json, start, budget, schema_id, len(texts))
+        if n == 0:
+            raise ValueError(f"a packet limit leaving {budget} bytes cannot carry a schema part")
+        texts.append(schema_json[start:start + n])
+        start += n
+    messages = [(f"{topic}/{i}", _part(schema_id, i, len(texts), text)) for i, text in enumerate(texts)]
+    index = json.dumps({"format": head["format"], "gateway": head["gateway"], "schema_id": schema_id,
+                        "parts": len(texts)}, ensure_ascii=False)
+    return [*messages, (topic, index)]
+
+
+def _part(schema_id: int, index: int, parts: int, text: str) -> str:
+    return json.dumps({"schema_id": schema_id, "part": index, "parts": parts, "text": text}, ensure_ascii=False)
+
+
+def _longest_part(text: str, start: int, budget: int, schema_id: int, index: int) -> int:
+    """How many characters from `start` fit in one part of `budget` bytes (binary search)."""
+    low, high = 0, min(len(text) - start, budget)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(_part(schema_id, index, PARTS_PLACEHOLDER, text[start:start + mid]).encode()) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def join_schema(index: dict[str, Any], parts: dict[int, dict[str, Any]]) -> str | None:
+    """The schema's JSON text from its index message and the parts received so far (part number ->
+    parsed part), or None while one is missing or belongs to another schema."""
+    count, schema_id = index.get("parts"), index.get("schema_id")
+    if not isinstance(count, int):
+        return None
+    texts = []
+    for number in range(count):
+        part = parts.get(number)
+        if part is None or part.get("schema_id") != schema_id or part.get("parts") != count:
+            return None
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+class SchemaAssembler:
+    """The newest schema of one gateway from its retained schema messages, whole or in parts (for
+    `tail` and the test platform; `edge-agent ingest` keeps the parts in PostgreSQL instead)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, Any] | None = None
+        self.parts: dict[int, dict[str, Any]] = {}
+
+    def add(self, suffix: str, payload: bytes | str) -> str | None:
+        """A message on `<base>/schema` (suffix "") or `<base>/schema/<i>`: the whole schema's JSON
+        once it is complete, else None."""
+        if not payload:  # a cleared retained message
+            if suffix:
+                self.parts.pop(int(suffix), None)
+            return None
+        body = json.loads(payload)
+        if suffix:
+            self.parts[int(suffix)] = body
+        elif "devices" in body:
+            return payload.decode() if isinstance(payload, bytes) else payload
+        else:
+            self.index = body
+        return join_schema(self.index, self.parts) if self.index is not None else None
+
+
+def schema_topic(topic: str) -> tuple[str, str] | None:
+    """`<base>/schema` -> (base, ""), `<base>/schema/<i>` -> (base, "<i>"); None for other topics."""
+    base, _, leaf = topic.rpartition("/")
+    if leaf == "schema":
+        return base, ""
+    base, _, parent = base.rpartition("/")
+    return (base, leaf) if parent == "schema" and leaf.isdigit() else None

@@ -36,6 +36,7 @@ from agent.assembly import Assembler
 from agent.buffer import Spool, Store
 from agent.clock import ClockWatch
 from agent.config import LoadedConfig, load_config
+from agent.config.models import prometheus_address
 from agent.drivers.health import Health
 from agent.errors import ConfigError
 from agent.events import ConfigReloaded, ConfigReloadFailed, Event
@@ -78,6 +79,7 @@ class Agent:
         self._last_metrics = 0.0
         self._loop_lag_max = 0.0  # seconds, since the last metrics
         self._prometheus: asyncio.Server | None = None
+        self._broker_trouble: str | None = None  # "broker: bad credentials since 12:03 UTC" while it lasts
 
     async def serve(self) -> int:
         await self.startup()
@@ -91,6 +93,7 @@ class Agent:
 
     async def startup(self) -> None:
         threads.set_checking(threads.checking() or asyncio.get_running_loop().get_debug())
+        await self._start_prometheus()  # first: a port in use stops the start before anything runs
         self._install_signals()
         if self.publisher is not None:
             self.tasks["publisher"] = asyncio.create_task(self.publisher.run(), name="publisher")
@@ -99,23 +102,40 @@ class Agent:
         window = self._batch_window()
         self.poller.every("seal", window, self._seal_job, offset=min(SEAL_GRACE, window / 4))
         self.poller.start()
-        listen = self.pipeline.loaded.config.prometheus
-        if listen:
-            from agent.prometheus import serve
-
-            host, _, port = listen.rpartition(":")
-            self._prometheus = await serve(host.strip("[]"), int(port), self.metrics)
         self.log.info("started", version=__version__, devices=len(self.pipeline.devices),
                       buffer=str(self.store.directory), on_disk=self.store.on_disk, backlog=self.store.backlog,
                       boot=self.store.boot_count)
         self.notifier.ready(self._status_line())
+
+    async def _start_prometheus(self) -> None:
+        """Listen for scrapes, or refuse to start with the reason in one line (the port is taken)."""
+        listen = self.pipeline.loaded.config.prometheus
+        if not listen:
+            return
+        from agent.prometheus import serve
+
+        try:
+            self._prometheus = await serve(*prometheus_address(listen), self.metrics)
+        except OSError as exc:
+            self.store.close()
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ConfigError([self.pipeline.loaded.problem(
+                ("prometheus",), f"cannot listen on {listen}: {reason} (another program has "
+                                 "the port, or a second agent runs: choose another port)")]) from None
 
     def _publisher(self, loaded: LoadedConfig) -> Publisher | None:
         config = loaded.config
         if config.mqtt is None:
             return None
         settings = BrokerSettings.from_config(config.mqtt, config.gateway.id, config.gateway.site)
-        return Publisher(settings, self.spool, self._status, self.pipeline.schema.to_json())
+        return Publisher(settings, self.spool, self._status, self.pipeline.schema.to_json(),
+                         on_trouble=self._on_broker_trouble)
+
+    def _on_broker_trouble(self, text: str | None) -> None:
+        """The publisher cannot use the broker (or can again): systemd's STATUS= says so at once."""
+        if text != self._broker_trouble:
+            self._broker_trouble = text
+            self.notifier.status(self._status_line())
 
     def _batch_window(self) -> float:
         mqtt = self.pipeline.loaded.config.mqtt
@@ -306,7 +326,9 @@ class Agent:
     def _status_line(self) -> str:
         online = sum(s.reader.health is Health.ONLINE for s in self.pipeline.devices.values())
         where = "" if self.store.on_disk else " (in memory: buffer disk unavailable)"
-        return f"{online}/{len(self.pipeline.devices)} devices online, backlog {self.store.backlog} batches{where}"
+        broker = f"; {self._broker_trouble}" if self._broker_trouble else ""
+        return (f"{online}/{len(self.pipeline.devices)} devices online, backlog {self.store.backlog} batches{where}"
+                f"{broker}")
 
     def metrics(self) -> Metrics:
         stats = self.store.stats()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LIVE_RESERVE = 2  # window slots the backlog leaves free for live batches
 PROBE_EVERY = (1.0, 3.0)  # s between TCP probes while the broker is down (uniform: a fleet spreads out)
@@ -131,3 +131,82 @@ class DeliveryCore:
         burst = max(1.0, self.drain_rate)  # one second's worth
         self.tokens = min(burst, self.tokens + (now - self._refilled_at) * self.drain_rate)
         self._refilled_at = now
+
+
+# ---------------------------------------------------------------- telling the operator
+
+SUMMARY_EVERY = 300.0  # s between "still failing" lines while the broker cannot be used
+PROBLEMS = {  # BrokerError.problem -> what the operator reads
+    "unreachable": "unreachable",
+    "bad_credentials": "bad credentials",
+    "not_authorized": "not authorized (credentials or client id refused)",  # mosquitto says this for both
+    "client_id_refused": "client id refused",
+    "refused": "connection refused",
+    "tls_untrusted": "TLS certificate not trusted",
+    "tls_hostname": "TLS certificate for another host",
+    "tls_setup": "TLS set-up failed",
+    "tls": "TLS handshake failed",
+    "error": "connection failed",
+}
+
+
+@dataclass
+class Outage:
+    started: float  # monotonic s of the first failed attempt
+    started_wall: float  # the same, as Unix time (for the operator)
+    attempts: int = 0
+    problem: str = ""  # the latest failure's kind ...
+    problem_since_wall: float = 0.0  # ... since when it has been that kind
+    reason: str = ""  # ... and its message
+    told: set[str] = field(default_factory=set)  # kinds already logged in full (and raised as events) in this outage
+    summarized_at: float = 0.0
+
+
+class TroubleLog:
+    """Failed connection attempts, told without flooding: the first of each kind in an outage in full
+    (the caller logs it and raises one event), then one summary line every `summary_every` s, and a
+    short text for systemd's STATUS= until a connection succeeds. Data in, decisions out."""
+
+    def __init__(self, summary_every: float = SUMMARY_EVERY) -> None:
+        self.summary_every = summary_every
+        self.outage: Outage | None = None
+
+    def failed(self, problem: str, reason: str, now: float, wall: float) -> tuple[bool, str | None]:
+        """One failed attempt: (first of its kind in this outage, the summary line if one is due)."""
+        outage = self.outage
+        if outage is None:
+            outage = self.outage = Outage(now, wall, summarized_at=now)
+        outage.attempts += 1
+        if problem != outage.problem:
+            outage.problem, outage.problem_since_wall = problem, wall
+        outage.reason = reason
+        first = problem not in outage.told
+        outage.told.add(problem)
+        if first or now - outage.summarized_at < self.summary_every:
+            return first, None
+        outage.summarized_at = now
+        return False, self.summary(now)
+
+    def summary(self, now: float) -> str:
+        outage = self.outage
+        assert outage is not None
+        return (f"broker: {PROBLEMS.get(outage.problem, outage.problem)} for {_minutes(now - outage.started)}, "
+                f"{outage.attempts} attempts, last: {outage.reason}")
+
+    def connected(self, now: float) -> str | None:
+        """A session is up: the outage that ended, in one line (None if there was none)."""
+        outage, self.outage = self.outage, None
+        if outage is None:
+            return None
+        return f"broker connected after {_minutes(now - outage.started)} and {outage.attempts} failed attempts"
+
+    def status(self, clock_text: Callable[[float], str]) -> str | None:
+        """For STATUS=: "broker: bad credentials since 12:03 UTC"; None while nothing is wrong."""
+        outage = self.outage
+        if outage is None:
+            return None
+        return f"broker: {PROBLEMS.get(outage.problem, outage.problem)} since {clock_text(outage.problem_since_wall)}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

@@ -53,15 +53,29 @@ class BusError(AgentError):
 
 
 class BrokerError(AgentError):
-    """The MQTT broker cannot be reached, or the connection to it failed."""
+    """The MQTT broker cannot be reached, or the connection to it failed. `problem` names the kind of
+    trouble for the operator (one full log line and one event per kind, then summaries): `unreachable`,
+    `bad_credentials`, `not_authorized`, `client_id_refused`, `refused`, `tls_untrusted`,
+    `tls_hostname`, `tls_setup`, `tls`, `error`."""
+
+    problem = "error"
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        if problem is not None:
+            self.problem = problem
 
 
 class BrokerDown(BrokerError):
     """Nothing accepts a TCP connection at the broker's address (refused, unreachable, timed out)."""
 
+    problem = "unreachable"
+
 
 class BrokerRefused(BrokerError):
     """The broker refused the connection (its CONNACK reason: bad credentials, client id, protocol)."""
+
+    problem = "refused"
 
 
 class StorageError(AgentError):

@@ -141,6 +141,7 @@ class BrokerDisconnected(Event):
 class BrokerUnreachable(Event):
     kind = "broker_unreachable"
     reason: str
+    problem: str
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,15 @@ class BatchSplit(Event):
     seq: int
     parts: list[int]
     max_packet: int
+
+
+@dataclass(frozen=True)
+class BatchTooLarge(Event):
+    kind = "batch_too_large"
+    seq: int
+    bytes: int
+    max_packet: int
+    readings: int
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class PublisherStats:
     watchdog_reconnects: int = 0
     historical: int = 0
     probe_hits: int = 0  # reconnects started early because a TCP probe found the broker back
+    too_large: int = 0  # status, events or metrics not published: larger than the broker's packet limit
     protocol: str = ""
 
 

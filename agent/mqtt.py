@@ -10,6 +10,7 @@ event loop (`call_soon_threadsafe`) and never touches anything else; `Subscriber
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import threading
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from paho.mqtt.properties import Properties
 from agent.errors import BrokerDown, BrokerError, BrokerRefused
 
 Message = paho.MQTTMessage
+X509_HOSTNAME_MISMATCH, X509_IP_MISMATCH = 62, 64  # OpenSSL verify codes
+REFUSALS = {0x85: "client_id_refused", 0x86: "bad_credentials", 0x87: "not_authorized", 0x8C: "bad_credentials"}
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,18 @@ def new_client(endpoint: Endpoint, mqtt5: bool = True, manual_ack: bool = False)
     if endpoint.username:
         client.username_pw_set(endpoint.username, endpoint.password)
     if endpoint.tls:
+        for what, name in (("CA file", endpoint.ca_file), ("certificate file", endpoint.cert_file),
+                           ("key file", endpoint.key_file)):
+            if name and not os.access(name, os.R_OK):
+                reason = "does not exist" if not os.path.exists(name) else "is not readable by this user"
+                raise BrokerError(f"TLS set-up failed: {what} {name} {reason}", "tls_setup")
         try:
             context = ssl.create_default_context(cafile=endpoint.ca_file)
             if endpoint.cert_file:
                 context.load_cert_chain(endpoint.cert_file, endpoint.key_file)
         except (OSError, ssl.SSLError) as exc:
             raise BrokerError(f"TLS set-up failed ({endpoint.ca_file or 'system CAs'}, "
-                              f"{endpoint.cert_file or 'no client certificate'}): {exc}") from exc
+                              f"{endpoint.cert_file or 'no client certificate'}): {exc}", "tls_setup") from exc
         client.tls_set_context(context)
     return client
 
@@ -79,15 +87,21 @@ def connect(client: paho.Client, endpoint: Endpoint, mqtt5: bool = True, session
     """Blocking TCP/TLS connect (run it off the event loop). `session_expiry`: None for a clean
     session that ends with the connection, else seconds the broker keeps it (a persistent one)."""
     try:
-        if not mqtt5:
-            client.connect(endpoint.host, endpoint.port, endpoint.keepalive, clean_start=session_expiry is None)
+        if not mqtt5:  # MQTT 3.1.1: the session is clean unless the client was made otherwise (paho
+            client.connect(endpoint.host, endpoint.port, endpoint.keepalive)  # refuses clean_start here)
             return
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = session_expiry or 0
         client.connect(endpoint.host, endpoint.port, endpoint.keepalive, clean_start=session_expiry is None,
                        properties=properties)
+    except ssl.SSLCertVerificationError as exc:
+        mismatch = exc.verify_code in (X509_HOSTNAME_MISMATCH, X509_IP_MISMATCH)
+        hint = ("the broker's certificate is not for this host name or address" if mismatch
+                else f"the broker's certificate is not trusted by {endpoint.ca_file or 'the system CAs'}")
+        raise BrokerError(f"TLS handshake with {endpoint.host}:{endpoint.port} failed: {hint} "
+                          f"({exc.verify_message})", "tls_hostname" if mismatch else "tls_untrusted") from exc
     except ssl.SSLError as exc:
-        raise BrokerError(f"TLS handshake with {endpoint.host}:{endpoint.port} failed: {exc}") from exc
+        raise BrokerError(f"TLS handshake with {endpoint.host}:{endpoint.port} failed: {exc}", "tls") from exc
     except (ConnectionRefusedError, TimeoutError, OSError) as exc:
         raise BrokerDown(f"cannot connect to {endpoint.host}:{endpoint.port}: {exc}") from exc
 
@@ -193,7 +207,9 @@ class Connection:
         if self._connack.done():
             return
         if getattr(reason, "is_failure", False):
-            self._connack.set_exception(BrokerRefused(str(reason)))
+            code = getattr(reason, "value", 0)
+            self._connack.set_exception(BrokerRefused(f"{reason} (CONNACK reason code 0x{code:02X})",
+                                                      REFUSALS.get(code, "refused")))
         else:
             self.max_packet = max_packet
             self._connack.set_result(None)

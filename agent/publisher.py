@@ -13,6 +13,11 @@ is published again from there. At most `window` telemetry messages are ever in f
 A failed PUBACK (MQTT 5 reason code >= 0x80, e.g. 0x87 not authorized) is not an acknowledgement:
 the batch is kept, an event is raised and publishing backs off. An acknowledgement that does not
 come within `ack_timeout` means a black-holed link: the connection is dropped and made anew.
+
+Nothing larger than the packet limit (the broker's announced Maximum Packet Size, or
+`mqtt.max_packet_size`) is ever handed to the client, since a broker drops the session for it:
+the schema goes in retained parts with an index, batches are split, other messages are trimmed or
+logged instead. Failed connection attempts are told once per kind (`TroubleLog`), not per retry.
 """
 
 from __future__ import annotations
@@ -22,19 +27,21 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from agent import log
 from agent.buffer.ring import SealedBatch
 from agent.buffer.spool import Spool
-from agent.codec import compress, set_historical, split
-from agent.delivery import DeliveryCore
+from agent.codec import compress, schema_messages, set_historical, split
+from agent.config.broker import parse_broker_url
+from agent.delivery import DeliveryCore, TroubleLog
 from agent.errors import BrokerDown, BrokerError, BrokerRefused
 from agent.events import (
     AckTimeout,
     BatchSplit,
+    BatchTooLarge,
     BrokerDisconnected,
     BrokerUnreachable,
     DataDropped,
@@ -75,6 +82,8 @@ class BrokerSettings:
     drain_rate: float = 50.0
     backoff_min: float = 1.0
     backoff_max: float = 60.0
+    max_packet_size: int | None = None  # a limit for brokers that announce none (MQTT 3.1.1)
+    mqtt5: bool = True  # False: speak MQTT 3.1.1 from the first attempt (else only after a refusal)
 
     def __repr__(self) -> str:
         return f"BrokerSettings({self.host}:{self.port} tls={self.tls} client_id={self.client_id})"
@@ -85,16 +94,16 @@ class BrokerSettings:
 
     @classmethod
     def from_config(cls, mqtt_config: Any, gateway: str, site: str) -> BrokerSettings:
-        url = urlsplit(mqtt_config.url)
-        tls = url.scheme == "mqtts"
+        address = parse_broker_url(mqtt_config.url)  # the loader has checked it and the password file
         password = None
         if mqtt_config.password_file:
             password = Path(mqtt_config.password_file).read_text().strip()
-        return cls(url.hostname or "localhost", url.port or (8883 if tls else 1883), tls,
+        return cls(address.host, address.port, address.tls,
                    mqtt_config.client_id or gateway, f"{mqtt_config.topic_prefix}/{site}/{gateway}",
                    mqtt_config.username, password, mqtt_config.ca_file, mqtt_config.cert_file, mqtt_config.key_file,
                    int(mqtt_config.keepalive), mqtt_config.window, mqtt_config.ack_timeout, mqtt_config.compress,
-                   mqtt_config.drain_rate, backoff_max=mqtt_config.reconnect_max)
+                   mqtt_config.drain_rate, backoff_max=mqtt_config.reconnect_max,
+                   max_packet_size=mqtt_config.max_packet_size)
 
 
 @dataclass
@@ -103,14 +112,23 @@ class _Session:
     event_flights: dict[int, int]  # packet id -> id of a stored event
     event_cursor: int = 0  # stored events up to this id have been sent in this session
     stored_events_sent: bool = False  # every stored event has been sent once in this session
+    control: deque[tuple[str, str]] = field(default_factory=deque)  # retained (schema) messages still to hand over
 
 
 class Publisher:
     """Publishes what the spool holds; run() until stop()."""
 
     def __init__(self, settings: BrokerSettings, spool: Spool, status: Callable[[], dict[str, Any]],
-                 schema_json: str, clock: Callable[[], float] = time.monotonic) -> None:
+                 schema_json: str, clock: Callable[[], float] = time.monotonic,
+                 on_trouble: Callable[[str | None], None] | None = None) -> None:
+        """`on_trouble(text)`: the broker cannot be used ("broker: bad credentials since 12:03 UTC"),
+        or None once it can again (for systemd's STATUS=)."""
         confine(self)
+        self.log = log.get("publisher")
+        self.trouble = TroubleLog()
+        self._on_trouble = on_trouble
+        self._too_large: set[str] = set()  # topic leaves already logged as over the packet limit
+        self._schema_parts = 0  # retained schema parts this process has published (stale ones are cleared)
         self.settings = settings
         self.spool = spool
         self.status = status
@@ -125,7 +143,7 @@ class Publisher:
         self._stop = asyncio.Event()
         self._session: _Session | None = None
         self._store_generation = 0
-        self._mqtt5 = True
+        self._mqtt5 = settings.mqtt5
         self._broker_down = False  # the last attempt found nothing accepting TCP connections
         self.connected = asyncio.Event()
 
@@ -162,7 +180,7 @@ class Publisher:
         if schema_json != self.schema_json:
             self.schema_json = schema_json
             if self._session is not None and self.connected.is_set():
-                self._publish_quietly(self.topic("schema"), schema_json, retain=True)
+                self._publish_schema()
 
     @confined
     def refresh_status(self) -> None:
@@ -214,8 +232,13 @@ class Publisher:
 
     async def _one_session(self) -> None:
         will = (self.topic("status"), json.dumps({"state": "offline", "reason": "lost"}))
-        link = Connection(self.settings.endpoint(), self._on_ack, self._mqtt5, will,
-                          self.settings.window + CONTROL_SLOTS)
+        try:
+            link = Connection(self.settings.endpoint(), self._on_ack, self._mqtt5, will,
+                              self.settings.window + CONTROL_SLOTS)
+        except BrokerError as exc:  # TLS set-up: a missing or unreadable CA, certificate or key file
+            self._broker_down = False
+            self._note_down(exc)
+            return
         session = self._session = _Session(link, {})
         try:
             await link.open(min(CONNECT_LIMIT, self.settings.ack_timeout))
@@ -224,20 +247,21 @@ class Publisher:
             if self._mqtt5 and "unsupported protocol" in str(exc).lower():
                 self._mqtt5 = False  # an old broker: PUBACKs carry no reason codes
                 self.event(ProtocolFallback("3.1.1"))
-            self._note_down(f"broker refused the connection: {exc}")
+            self._note_down(exc, "broker refused the connection: ")
             return
         except BrokerError as exc:
             await link.close()
             self._broker_down = isinstance(exc, BrokerDown)
-            self._note_down(str(exc))
+            self._note_down(exc)
             return
         self._broker_down = False
+        self._note_up()
         self.stats.connects += 1
         self.stats.protocol = "MQTT 5" if self._mqtt5 else "MQTT 3.1.1"
         self.core.session_started(self.clock())
         self.connected.set()
         self.spool.set_connected(True)
-        self._publish_quietly(self.topic("schema"), self.schema_json, retain=True)
+        self._publish_schema()
         self._publish_status()
         try:
             await self._pump(session)
@@ -280,8 +304,10 @@ class Publisher:
                 self.event(AckTimeout(self.settings.ack_timeout, len(self.core.inflight)))
                 return
             self._report_drops()
-            self._publish_events(session)
-            backlog_waiting = self._fill_window(session, now)
+            backlog_waiting = False
+            if self._send_control(session):  # the schema goes before the batches that use it
+                self._publish_events(session)
+                backlog_waiting = self._fill_window(session, now)
             if now - last_tick >= 1.0:
                 self.spool.tick()
                 last_tick = now
@@ -321,12 +347,13 @@ class Publisher:
     def _send(self, session: _Session, batch: SealedBatch, historical: bool, now: float) -> bool:
         """Hand one batch to the client; False if it could not take it (kept, offered again)."""
         link = session.link
-        if link.max_packet and len(batch.payload) + PACKET_OVERHEAD + len(self.topic("telemetry")) > link.max_packet:
-            self._split(batch, link.max_packet)
+        limit = self.max_packet()
+        if limit and len(batch.payload) + PACKET_OVERHEAD + len(self.topic("telemetry").encode()) > limit:
+            self._split(batch, limit)
             return True
         payload = set_historical(batch.payload) if historical else batch.payload
-        if self.settings.compress:
-            payload = compress(payload)
+        if self.settings.compress and len(packed := compress(payload)) < len(payload):
+            payload = packed  # never larger than the batch itself: a split part stays within the limit
         try:
             mid = link.publish(self.topic("telemetry"), payload)
         except BrokerError:
@@ -341,16 +368,72 @@ class Publisher:
         return True
 
     def _split(self, batch: SealedBatch, max_packet: int) -> None:
-        """Replace a batch the broker would refuse for its size by smaller ones (sent from disk)."""
-        limit = max_packet - PACKET_OVERHEAD - len(self.topic("telemetry"))
+        """Replace a batch the broker would refuse for its size by smaller ones (sent from disk). A
+        part that still does not fit (one reading larger than the limit: a huge text value) would
+        make the broker drop every session: it is not kept, and the loss is reported."""
+        limit = max_packet - PACKET_OVERHEAD - len(self.topic("telemetry").encode())
         parts = [SealedBatch(part.seq, part.payload, part.readings, batch.t_first, batch.t_last)
                  for part in split(batch.payload, limit, self.spool.ring.allocate)]
-        self.spool.replace(batch.seq, parts)
+        kept = [part for part in parts if len(part.payload) <= limit]
+        self.spool.replace(batch.seq, kept)
         self.core.cursor = 0
-        self.event(BatchSplit(batch.seq, [p.seq for p in parts], max_packet))
+        self.event(BatchSplit(batch.seq, [p.seq for p in kept], max_packet))
+        for part in parts:
+            if len(part.payload) > limit:
+                self.log.error("batch part larger than the broker's packet limit: not sent", seq=part.seq,
+                               bytes=len(part.payload), max_packet=max_packet, readings=part.readings)
+                self.event(BatchTooLarge(part.seq, len(part.payload), max_packet, part.readings))
+
+    def max_packet(self) -> int | None:
+        """The packet limit in force: the broker's announced Maximum Packet Size (MQTT 5) and
+        `mqtt.max_packet_size`, whichever is smaller."""
+        session = self._session
+        limits = [n for n in (session.link.max_packet if session else None, self.settings.max_packet_size) if n]
+        return min(limits) if limits else None
+
+    def _room(self, topic: str) -> int:
+        """Payload bytes a QoS 1 message on `topic` may have under the packet limit."""
+        limit = self.max_packet()
+        return (limit or 268_435_455) - PACKET_OVERHEAD - len(topic.encode())
+
+    def _publish_schema(self) -> None:
+        """The schema, retained: whole, or in parts plus an index when the packet limit is smaller."""
+        try:
+            messages = schema_messages(self.schema_json, self.topic("schema"),
+                                       self._room if self.max_packet() else None)
+        except ValueError as exc:
+            self.log.error("schema not published", reason=str(exc), max_packet=self.max_packet())
+            return
+        if len(messages) > 1 and "schema" not in self._too_large:
+            self._too_large.add("schema")
+            self.log.info("schema published in parts", parts=len(messages) - 1, bytes=len(self.schema_json.encode()),
+                          max_packet=self.max_packet())
+        session = self._session
+        if session is not None:
+            schema = self.topic("schema")
+            parts = len(messages) - 1
+            stale = [(f"{schema}/{i}", "") for i in range(parts, self._schema_parts)]  # a shorter schema: cleared
+            self._schema_parts = parts
+            kept = [(t, p) for t, p in session.control if t != schema and not t.startswith(schema + "/")]
+            session.control = deque([*kept, *stale, *messages])  # the index last: then all is in place
+            self._wake.set()
+
+    def _send_control(self, session: _Session) -> bool:
+        """Hand the queued retained messages to the client as it takes them; True once all are."""
+        while session.control:
+            topic, payload = session.control[0]
+            if self._publish_quietly(topic, payload, retain=True) is None and self._fits(topic, payload):
+                return False  # the client is full: the rest when PUBACKs make room
+            session.control.popleft()
+        return True
 
     def _publish_status(self) -> None:
-        self._publish_quietly(self.topic("status"), json.dumps({"state": "online", **self.status()}), retain=True)
+        status = {"state": "online", **self.status()}
+        payload = json.dumps(status)
+        if len(payload.encode()) > self._room(self.topic("status")) and "devices" in status:
+            status["devices_omitted"] = len(status.pop("devices"))  # a small packet limit: the list is the bulk
+            payload = json.dumps(status)
+        self._publish_quietly(self.topic("status"), payload, retain=True)
 
     def _publish_events(self, session: _Session) -> None:
         """A few events per round (they share the control slots): first those kept on disk while
@@ -379,11 +462,44 @@ class Publisher:
         session = self._session
         if session is None:
             return None
+        if not self._fits(topic, payload):  # the broker would drop the session for it
+            leaf = topic.rsplit("/", 1)[-1]
+            self.stats.too_large += 1
+            if leaf not in self._too_large:
+                self._too_large.add(leaf)
+                self.log.warning("message larger than the broker's packet limit: not published", topic=topic,
+                                 bytes=len(payload.encode()), max_packet=self.max_packet())
+            return None
         try:
             return session.link.publish(topic, payload, qos=qos, retain=retain)
         except BrokerError:
             return None
 
-    def _note_down(self, reason: str) -> None:
-        if self.core.failures == 0:
-            self.event(BrokerUnreachable(reason))
+    def _fits(self, topic: str, payload: str) -> bool:
+        return len(payload.encode()) <= self._room(topic)
+
+    def _note_down(self, exc: BrokerError, prefix: str = "") -> None:
+        """A failed attempt: the first of its kind in an outage is logged in full and raised as one
+        event; then a summary every few minutes, and STATUS= says it until a session is up."""
+        reason = f"{prefix}{exc}"
+        first, summary = self.trouble.failed(exc.problem, reason, self.clock(), time.time())
+        where = f"{self.settings.host}:{self.settings.port}"
+        if first:
+            self.log.error("broker connection failed", problem=exc.problem, broker=where, reason=reason,
+                           attempt=self.trouble.outage.attempts if self.trouble.outage else 1)
+            self.event(BrokerUnreachable(reason, exc.problem))
+        elif summary is not None:
+            self.log.warning("broker still failing", broker=where, summary=summary)
+        if self._on_trouble is not None:
+            self._on_trouble(self.trouble.status(_clock_text))
+
+    def _note_up(self) -> None:
+        ended = self.trouble.connected(self.clock())
+        if ended is not None:
+            self.log.info("broker connected", broker=f"{self.settings.host}:{self.settings.port}", note=ended)
+            if self._on_trouble is not None:
+                self._on_trouble(None)
+
+
+def _clock_text(wall: float) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(wall))

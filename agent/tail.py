@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.codec import FormatError, WireSchema, decode, decode_header
+from agent.codec import FormatError, SchemaAssembler, WireSchema, decode, decode_header, schema_topic
 from agent.mqtt import Endpoint, Message, Subscriber
 
 
@@ -28,6 +28,7 @@ def tail(broker: str, topic: str, emit: Callable[[str], None], count: int | None
     messages: queue.Queue[Message] = queue.Queue()
     subscriber = Subscriber(Endpoint.from_url(broker), topic, messages.put)
     schemas: dict[str, WireSchema] = {}
+    parts: dict[str, SchemaAssembler] = {}
     printed = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -37,8 +38,10 @@ def tail(broker: str, topic: str, emit: Callable[[str], None], count: int | None
             except queue.Empty:
                 continue
             base, _, leaf = message.topic.rpartition("/")
-            if leaf == "schema":
-                schemas[base] = WireSchema.from_json(bytes(message.payload))
+            if (where := schema_topic(message.topic)) is not None:
+                text = parts.setdefault(where[0], SchemaAssembler()).add(where[1], bytes(message.payload))
+                if text is not None:
+                    schemas[where[0]] = WireSchema.from_json(text)
             elif leaf == "telemetry":
                 printed += _print_batch(base, bytes(message.payload), schemas.get(base), emit, as_json)
             elif leaf in ("status", "events") and message.payload:

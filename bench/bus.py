@@ -16,8 +16,8 @@ from agent.drivers.plan import plan_reads
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from agent.simulate import SimulatedDevice
 from bench.report import Figure
-from hil.line import PacedLine
-from hil.sims import SimThread
+from testkit.line import PacedLine
+from testkit.sims import SimThread
 
 BAUD = 9600
 

@@ -47,7 +47,7 @@ def _proc_stat(pid: int) -> tuple[int, float]:
 
 def run(quick: bool = False) -> list[Figure]:
     from agent.simulate import SimulatedDevice
-    from hil.sims import SimThread
+    from testkit.sims import SimThread
 
     devices = 20 if quick else 100
     sim = SimThread()

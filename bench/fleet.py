@@ -52,9 +52,9 @@ from agent.codec import FLAG_HISTORICAL, FORMAT_VERSION, Header, WireSchema, dec
 from agent.types import Reading
 from bench.report import Figure
 from bench.workload import readings, setups
-from hil.broker import Broker
 from ingest.devcluster import DevCluster
 from ingest.rows import SampleColumns, SeriesRef, sample_columns
+from testkit.broker import Broker
 
 FULL_FLEET = (1000, 50, 40, 10)  # gateways, meters, points, interval s
 TICK = os.sysconf("SC_CLK_TCK")

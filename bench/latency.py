@@ -38,9 +38,9 @@ def _config(directory: Path, modbus_port: int, mqtt_port: int, batch: str) -> Pa
 def _one_run(batch_s: int, seconds: float) -> dict[str, float]:
     from agent.config import ProfileLibrary
     from agent.simulate import SimulatedDevice
-    from hil.broker import Broker
-    from hil.platform import Platform
-    from hil.sims import SimThread
+    from testkit.broker import Broker
+    from testkit.platform import Platform
+    from testkit.sims import SimThread
 
     sim = SimThread()
     meters = {i + 1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), history=1000) for i in range(METERS)}

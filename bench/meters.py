@@ -18,8 +18,8 @@ from agent.meters.reader import MeterReader
 from agent.meters.server import MeterFaults
 from agent.simulate import SimulatedDevice
 from bench.report import Figure
-from hil.line import PacedLine
-from hil.sims import SimThread
+from testkit.line import PacedLine
+from testkit.sims import SimThread
 
 BAUD = 2400
 BITS = 11  # 8E1

@@ -21,7 +21,7 @@ from pathlib import Path
 from agent.buffer import Ring, SealedBatch, Spool, Store
 from bench.report import Figure
 from bench.workload import PARK_INTERVAL_S, park_batches
-from hil.broker import Broker
+from testkit.broker import Broker
 
 BATCHES_PER_HOUR = 3600 // PARK_INTERVAL_S
 READINGS_PER_BATCH = 2000

@@ -82,22 +82,22 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 def _latency(window: int, seconds: int) -> Figure:
-    from hil.broker import Broker
-    from tests.mqtt.harness import Subscriber, publisher, wait_for
+    from testkit.broker import Broker
+    from testkit.mqtt import BASE, publisher, wait_for
+    from testkit.platform import Platform
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "broker").mkdir()
         broker = Broker(root / "broker").start()
         schema = build_schema("gw-test", setups(2))
-        sub = Subscriber(broker.port)
+        sub = Platform(broker.port, f"{BASE}/#", "platform")
         arrivals: list[float] = []
 
         async def scenario() -> None:
             ring = Store(root / "buf", max_bytes=1 << 30, min_free_bytes=0)
             spool = Spool(ring)
-            pub = publisher(broker.port, spool)
-            pub.schema_json = schema.to_json()
+            pub = publisher(broker.port, spool, schema)
             task = asyncio.create_task(pub.run())
             await wait_for(pub.connected.is_set, 10)
             assembler = Assembler("gw-test", schema, ring)

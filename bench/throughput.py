@@ -21,22 +21,22 @@ from agent.buffer import Spool, Store
 from agent.config.loader import DeviceSetup
 from agent.config.models import DeviceModel
 from agent.drivers.bus import Bus
+from agent.drivers.client import ModbusClient
 from agent.drivers.device import DeviceReader
 from agent.drivers.plan import plan_reads
-from agent.drivers.pymodbus_adapter import ModbusTransport
 from agent.drivers.urls import BusSpec, Transport
 from agent.types import ReadRequest
 from agent.wire import build_schema
 from bench.report import Figure
 from bench.workload import REFERENCE_METER, library
-from hil.broker import Broker
+from testkit.broker import Broker
 
 REPO = Path(__file__).resolve().parents[1]
 SIMULATORS = """
 import sys
 from agent.simulate import SimulatedDevice
 from bench.workload import library
-from hil.sims import SimThread
+from testkit.sims import SimThread
 profile = library().load(sys.argv[1])
 sims = SimThread()
 spec, _ = sims.tcp({u: SimulatedDevice(profile) for u in range(1, int(sys.argv[2]) + 1)})
@@ -61,9 +61,9 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 def _bare_request_cpu(port: int, plan: list[ReadRequest], rounds: int = 500) -> float:
-    """The naive baseline: CPU-s per request of the synchronous pymodbus client reading the
+    """The naive baseline: CPU-s per request of the synchronous Modbus client reading the
     same blocks in a tight loop on one thread, nothing decoded, batched or sent on."""
-    transport = ModbusTransport(BusSpec(Transport.TCP, "127.0.0.1", port))
+    transport = ModbusClient(BusSpec(Transport.TCP, "127.0.0.1", port))
     transport.connect()
     cpu = time.process_time()
     for _ in range(rounds):

@@ -28,10 +28,10 @@ from agent.config import ProfileLibrary
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from agent.simulate import SimulatedDevice
 from agent.tail import tail
-from hil.broker import Broker
 from hil.demo_platform import Platform, platform
-from hil.line import PacedLine
-from hil.sims import SimThread
+from testkit.broker import Broker
+from testkit.line import PacedLine
+from testkit.sims import SimThread
 
 LINE = [("main-incomer", 1, "eastron/sdm630"), ("hall-b", 2, "chint/dtsu666"), ("water-main", 3, "xintai/water-meter")]
 PLANT = [("pv-roof-a", 1, "huawei/sun2000")]

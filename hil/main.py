@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from hil import report, runner, scenario, verify
 
 def main(names: list[str], quick: bool, out: Path) -> int:
     chosen = names or scenario.available()
+    if not chosen:  # a run that proved nothing must not pass
+        print(f"error: no HIL scenario found in {scenario.SCENARIO_DIR}; name one or give a scenario file",
+              file=sys.stderr)
+        return 1
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in chosen:

@@ -23,13 +23,13 @@ from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from agent.meters.server import MeterFaults
 from agent.simulate import SimulatedDevice
 from agent.wire import build_schema
-from hil.broker import Broker
-from hil.card import Card
-from hil.line import PacedLine
-from hil.platform import Platform
-from hil.proxy import BlackHoleProxy
 from hil.scenario import Fault, Scenario
-from hil.sims import SimThread
+from testkit.broker import Broker
+from testkit.card import Card
+from testkit.line import PacedLine
+from testkit.platform import Platform
+from testkit.proxy import BlackHoleProxy
+from testkit.sims import SimThread
 
 SETTLE = 8.0  # seconds the agent keeps running after the window at least, so the backlog drains
 SETTLE_MAX = 120.0  # ... and at most: the reconnect backoff after a long outage can reach 60 s

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +12,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from agent.config.units import parse_duration
 from agent.config.validation import validate
 from agent.config.yaml_source import load_yaml
+from agent.errors import ConfigError, Problem
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SCENARIO_DIR = Path(str(resources.files("hil") / "scenarios"))  # package data: a wheel carries them
 PER_SERVER = 20  # expanded TCP devices per simulated Modbus TCP server
 
 
@@ -100,6 +102,9 @@ def load(name_or_path: str) -> Scenario:
     path = Path(name_or_path)
     if not path.suffix:
         path = SCENARIO_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError([Problem(name_or_path, None, "", f"no such scenario; the package has: "
+                                                             f"{', '.join(available()) or 'none'}")])
     return validate(Scenario, load_yaml(path))
 
 

@@ -29,11 +29,14 @@ class Topic:
     site: str
     gateway: str
     leaf: str
+    part: int | None = None  # `<...>/schema/<part>`: one part of a schema too large for the broker's packets
 
 
 def parse_topic(topic: str) -> Topic:
-    """`<prefix>/<site>/<gateway>/<leaf>`; the prefix may itself have levels."""
+    """`<prefix>/<site>/<gateway>/<leaf>`, or `.../schema/<part>`; the prefix may itself have levels."""
     parts = topic.split("/")
+    if len(parts) >= 5 and parts[-2] == "schema" and parts[-1].isdigit() and all(parts[:-2]):
+        return Topic("/".join(parts[:-4]), parts[-4], parts[-3], "schema", int(parts[-1]))
     if len(parts) < 4 or parts[-1] not in LEAVES or not all(parts[-3:-1]) or not all(parts[:-3]):
         raise BadMessage(f"topic {topic!r} is not <prefix>/<site>/<gateway>/telemetry|schema|status|events")
     return Topic("/".join(parts[:-3]), parts[-3], parts[-2], parts[-1])

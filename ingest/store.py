@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -19,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from agent.codec import FormatError, Header, WireSchema, decode, decode_header
+from agent.codec import FormatError, Header, WireSchema, decode, decode_header, join_schema
 from agent.types import Quality
 from ingest.rows import (
     BadMessage,
@@ -211,6 +212,8 @@ class Store:
             return self._telemetry(topic, message)
         if not message.payload:  # a cleared retained message
             return "ignored"
+        if topic.leaf == "schema" and topic.part is not None:
+            return self._schema_part(topic, message)
         if topic.leaf == "schema":
             return self._schema(topic, message)
         if topic.leaf == "events":
@@ -284,9 +287,61 @@ class Store:
 
     def _schema(self, topic: Topic, message: Message) -> str:
         try:
+            body = json.loads(message.payload)
+            if isinstance(body, dict) and "parts" in body and "devices" not in body:
+                return self._schema_index(topic, body)
             schema = WireSchema.from_json(message.payload)
         except (FormatError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadMessage(f"not a schema message: {type(exc).__name__}: {exc}") from None
+        return self._store_schema(topic, schema)
+
+    def _schema_index(self, topic: Topic, index: dict[str, Any]) -> str:
+        """The index of a schema sent in parts: joined now if every part is already stored."""
+        schema_id, parts = index["schema_id"], index["parts"]
+        if not isinstance(schema_id, int) or not isinstance(parts, int) or parts < 1:
+            raise BadMessage(f"schema index without an integer schema_id and parts: {index}")
+        return self._join_parts(topic, schema_id, parts) or "schema_part"
+
+    def _schema_part(self, topic: Topic, message: Message) -> str:
+        """One part of a schema: kept in `schema_parts` (acknowledged only once committed, so a
+        crash loses none), joined into the schema with the last one to arrive."""
+        try:
+            part = json.loads(message.payload)
+            schema_id, number, parts, text = part["schema_id"], part["part"], part["parts"], part["text"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadMessage(f"not a schema part: {type(exc).__name__}: {exc}") from None
+        if not (isinstance(schema_id, int) and isinstance(parts, int) and isinstance(text, str)
+                and number == topic.part and 0 <= number < parts):
+            raise BadMessage(f"schema part {topic.part} with part {number!r} of {parts!r}, schema_id {schema_id!r}")
+        self._lock_schema(topic.gateway, schema_id)
+        if self._known(topic.gateway, schema_id) is not None:
+            return "schema"  # joined already (here or by another instance): a repeat
+        self._conn().execute("INSERT INTO schema_parts (gateway, schema_id, part, parts, text) VALUES (%s, %s, %s, %s, %s) "
+                             "ON CONFLICT (gateway, schema_id, part) DO UPDATE SET parts = EXCLUDED.parts, "
+                             "text = EXCLUDED.text, received_at = now()", (topic.gateway, schema_id, number, parts, text))
+        return self._join_parts(topic, schema_id, parts) or "schema_part"
+
+    def _join_parts(self, topic: Topic, schema_id: int, parts: int) -> str | None:
+        """The schema from its stored parts once all are here ("schema"), else None."""
+        self._lock_schema(topic.gateway, schema_id)
+        if self._known(topic.gateway, schema_id) is not None:
+            return "schema"
+        rows = self._conn().execute("SELECT part, parts, text FROM schema_parts WHERE gateway = %s AND schema_id = %s",
+                                    (topic.gateway, schema_id)).fetchall()
+        text = join_schema({"schema_id": schema_id, "parts": parts},
+                           {part: {"schema_id": schema_id, "parts": count, "text": t} for part, count, t in rows})
+        if text is None:
+            return None
+        try:
+            schema = WireSchema.from_json(text)
+        except (FormatError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BadMessage(f"schema {schema_id} joined from {parts} parts is not a schema: {exc}") from None
+        if schema.id != schema_id:
+            raise BadMessage(f"schema joined from {parts} parts has id {schema.id}, its parts say {schema_id}")
+        self._conn().execute("DELETE FROM schema_parts WHERE gateway = %s AND schema_id = %s", (topic.gateway, schema_id))
+        return self._store_schema(topic, schema)
+
+    def _store_schema(self, topic: Topic, schema: WireSchema) -> str:
         if schema.gateway != topic.gateway:
             raise BadMessage(f"schema of gateway {schema.gateway!r} on the topic of {topic.gateway!r}")
         self._lock_schema(topic.gateway, schema.id)

@@ -72,7 +72,8 @@ def subscriptions(prefix: str, group: str, shared: bool = True) -> list[tuple[st
     retained = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
     share = f"$share/{group}/" if shared else ""
     return [(f"{share}{prefix}/+/+/telemetry", plain), (f"{share}{prefix}/+/+/events", plain),
-            (f"{prefix}/+/+/schema", retained), (f"{prefix}/+/+/status", retained)]
+            (f"{prefix}/+/+/schema", retained), (f"{prefix}/+/+/schema/+", retained),
+            (f"{prefix}/+/+/status", retained)]
 
 
 class Subscriber:

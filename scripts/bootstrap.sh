@@ -12,8 +12,20 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 # PostgreSQL server binaries for the ingest tests (each run starts a private cluster with initdb/pg_ctl);
 # Debian keeps them in /usr/lib/postgresql/<version>/bin, off the PATH
 command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
-# libfuse 3 (loaded by mfusepy through ctypes) and fusermount3 for the power-cut file system (hil/powercut.py)
+# libfuse 3 (loaded by mfusepy through ctypes) and fusermount3 for the power-cut file system (testkit/powercut.py)
 { command -v fusermount3 >/dev/null 2>&1 && compgen -G "/usr/lib/*/libfuse3.so.3*" >/dev/null; } || need_apt+=(fuse3 libfuse3-3)
+# the Debian package: built and checked (packaging/build-deb.sh, lintian), installed in a fresh bookworm root
+# (mmdebstrap; tests/packaging), and for EMULATED=quick|full (the default: quick) in an arm64/armhf root under qemu
+if [ "$(id -u)" -eq 0 ]; then
+  command -v dpkg-deb >/dev/null 2>&1 || need_apt+=(dpkg-dev)
+  command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+  command -v lintian >/dev/null 2>&1 || need_apt+=(lintian)
+  dpkg -s binutils-multiarch >/dev/null 2>&1 || need_apt+=(binutils-multiarch)  # strips the arm extensions
+  if [ "${EMULATED:-quick}" != 0 ]; then
+    [ -x /usr/bin/qemu-aarch64-static ] || need_apt+=(qemu-user-static)
+    command -v update-binfmts >/dev/null 2>&1 || need_apt+=(binfmt-support)
+  fi
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install edge-agent on a gateway (Debian/Raspberry Pi OS), idempotently:
+# The developer path onto a test gateway with network (gateways in production: the .deb, packaging/build-deb.sh;
+# do not mix the two on one machine). Installs this checkout with pip on the gateway itself, idempotently:
 #   sudo systemd/install.sh [--start]          install or upgrade, enable the service (and start it)
 #   systemd/install.sh --root /tmp/stage       stage the files under a directory (no users, no systemctl)
 # It creates the system user `edge-agent` (in group dialout, for the serial ports), a virtualenv in
-# /opt/edge-agent/venv with this source tree installed, the profile library in
-# /usr/share/edge-agent/firmware-profiles, an example /etc/edge-agent/agent.yaml (never overwrites
-# an existing one) and the unit /etc/systemd/system/edge-agent.service.
+# /opt/edge-agent/venv with this source tree installed (the profile library comes inside the package),
+# /etc/edge-agent/profiles for an operator's own profiles, an example /etc/edge-agent/agent.yaml
+# (never overwrites an existing one) and the unit /etc/systemd/system/edge-agent.service.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 root=""
@@ -30,16 +31,16 @@ if ! staged; then
   fi
 fi
 
-install -d -m 0755 "$root/opt/edge-agent" "$root/usr/share/edge-agent" "$root/etc/systemd/system"
+install -d -m 0755 "$root/opt/edge-agent" "$root/etc/systemd/system"
 install -d -m 0750 "$root/etc/edge-agent"
+install -d -m 0755 "$root/etc/edge-agent/profiles"
 if [ ! -x "$root/opt/edge-agent/venv/bin/python" ]; then
   python3 -m venv "$root/opt/edge-agent/venv"
 fi
 "$root/opt/edge-agent/venv/bin/python" -m pip install -q --upgrade "$src"
-rm -rf "$root/usr/share/edge-agent/firmware-profiles.new"
-cp -r "$src/firmware-profiles" "$root/usr/share/edge-agent/firmware-profiles.new"
+# older installs copied the profiles here; the package carries them now
 rm -rf "$root/usr/share/edge-agent/firmware-profiles"
-mv "$root/usr/share/edge-agent/firmware-profiles.new" "$root/usr/share/edge-agent/firmware-profiles"
+rmdir "$root/usr/share/edge-agent" 2>/dev/null || true
 if [ ! -e "$root/etc/edge-agent/agent.yaml" ]; then
   install -m 0640 "$src/systemd/agent.example.yaml" "$root/etc/edge-agent/agent.yaml"
 fi

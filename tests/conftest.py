@@ -1,6 +1,6 @@
 """Shared fixtures: real peers, started and stopped by the tests.
 
-- `sim`: a `hil.sims.SimThread` (pymodbus servers of simulated devices on their own event loop).
+- `sim`: a `testkit.sims.SimThread` (pymodbus servers of simulated devices on their own event loop).
 - `socat_pair`: two linked pseudo-terminals, an RS-485 line on one machine.
 - `write_profile`: a profile file in a temporary search directory.
 """
@@ -26,7 +26,7 @@ import pytest
 from agent import threads
 from agent.config import ProfileLibrary
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
-from hil.sims import SimThread
+from testkit.sims import SimThread
 
 threads.set_checking(True)
 

@@ -29,9 +29,20 @@ class DumpRow:
 
 def _open(directory: Path) -> sqlite3.Connection:
     path = directory / DB_NAME
-    if not path.exists():
-        raise ConfigError([Problem(str(directory), None, "", f"no buffer here ({DB_NAME} not found)")])
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if not path.is_file():
+            raise ConfigError([Problem(str(directory), None, "", f"no buffer here ({DB_NAME} not found)")])
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except (OSError, sqlite3.Error) as exc:
+        raise _unreadable(directory, exc) from None
+
+
+def _unreadable(directory: Path, exc: Exception) -> ConfigError:
+    """A damaged, truncated or foreign file, or one this user may not read: one line that says so."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    hint = "; the agent moves a damaged file aside and salvages it at its next start" \
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) else ""
+    return ConfigError([Problem(str(directory / DB_NAME), None, "", f"cannot read the buffer: {reason}{hint}")])
 
 
 def buffer_stats(directory: Path) -> dict[str, int | None]:
@@ -43,6 +54,8 @@ def buffer_stats(directory: Path) -> dict[str, int | None]:
             "MIN(t_first), MAX(t_last) FROM batches").fetchone()
         pages, page_size = (conn.execute("PRAGMA page_count").fetchone()[0],
                             conn.execute("PRAGMA page_size").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise _unreadable(directory, exc) from None
     finally:
         conn.close()
     return {"epoch": meta.get("epoch"), "boot_count": meta.get("boot_count"), "batches": count,
@@ -61,6 +74,8 @@ def buffer_dump(directory: Path) -> Iterator[DumpRow]:
             for seq, crc, readings, t_first, t_last, _, payload in rows:
                 cursor = seq
                 yield DumpRow(seq, readings, t_first, t_last, len(payload), zlib.crc32(payload) == crc, payload)
+    except sqlite3.Error as exc:
+        raise _unreadable(directory, exc) from None
     finally:
         conn.close()
 

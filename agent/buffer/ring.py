@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.buffer.lock import DirectoryLock
+from agent.buffer.openfile import OpenFile
 from agent.buffer.schema import (
     COLUMNS,
     DB_NAME,
     WAL_LIMIT,
     Recovery,
     make_directory,
+    move_aside,
     open_checked,
     storage_error,
     sync_directory,
@@ -44,6 +46,7 @@ ROW_OVERHEAD = 48  # bytes a row costs beyond its payload (key, columns, b-tree 
 SEQ_RESERVE = 1024  # sequence numbers reserved on disk per reservation commit
 QUARANTINE_KEEP = 100
 EVENTS_KEPT = 1000  # stored events; beyond this the oldest go (counted in meta `events_dropped`)
+RESCUE_NAME = "rescue.sqlite"  # where a removed file's content is copied before it takes the path
 PAGE_FILL = 0.85  # payload bytes per byte of file, conservatively (overflow pages, partly filled tails)
 
 
@@ -139,6 +142,8 @@ class Ring:
         self._pending_event_acks: set[int] = set()
         self._after_commit: tuple | None = None  # in-memory counters to apply once a transaction commits
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        self._file = OpenFile.find(self.path)  # watched: removed or replaced under the connection
+        self.closed = False  # detached: the connection and the lock are let go
         self.integrity: str | None = None  # None while the background check runs, then "ok" or the damage
         meta = self._meta()
         self.epoch = meta.get("epoch") or secrets.randbits(31)
@@ -236,6 +241,7 @@ class Ring:
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
         self._lock.release()
+        self.closed = True
 
     def reserve_from(self, next_seq: int) -> None:
         """Sequence numbers below `next_seq` were handed out elsewhere (an earlier file, memory):
@@ -258,17 +264,50 @@ class Ring:
         return acks
 
     def file_problem(self) -> str | None:
-        """A cheap look at the file under the open connection (read its header from disk): None if
-        it is still an SQLite database, else what is wrong (overwritten, removed). Damage inside
-        pages is found by reads and by the integrity check."""
+        """A cheap look at the file under the open connection: None if the path still names it and it
+        is still an SQLite database, else what happened (removed, replaced, overwritten). Damage
+        inside pages is found by reads and by the integrity check."""
+        return self._file.problem()
+
+    def rescue(self, reason: str) -> Ring:
+        """The file was removed, or another put at its path, while the connection still has it open
+        and reads it whole: copy it (SQLite's backup: a consistent snapshot, the WAL included) to a
+        new file at the path and go on with that, same epoch, nothing lost. Whatever was put at the
+        path is moved aside, not deleted. Raises StorageError if the copy cannot be made (the caller
+        then recovers what it can and counts the rest)."""
+        staging = self.directory / RESCUE_NAME
         try:
-            with open(self.path, "rb") as f:
-                magic = f.read(16)
-        except FileNotFoundError:
-            return "buffer file removed while in use"
-        except OSError:
-            return None  # an I/O error is not damage: the next read or write meets it and detaches
-        return None if magic == b"SQLite format 3\x00" else "buffer file overwritten: not an SQLite database any more"
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _remove_db(staging)
+            target = sqlite3.connect(staging)
+            try:
+                self._conn.backup(target)
+            finally:
+                target.close()
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(OSError):
+                _remove_db(staging)
+            raise BufferIOError(f"rescuing the buffer ({reason}): {exc}") from exc
+        acks = self.take_pending_acks()
+        try:
+            moved = move_aside(self.directory) if _db_exists(self.path) else None
+        except OSError as exc:
+            raise BufferIOError(f"moving aside the file now at {self.path}: {exc}") from exc
+        self.detach()  # the old file goes with its last descriptor
+        try:
+            os.replace(staging, self.path)
+        except OSError as exc:
+            raise BufferIOError(f"putting the rescued buffer at {self.path}: {exc}") from exc
+        ring = Ring.open(self.directory, self.max_bytes, self.min_free_bytes)
+        try:
+            ring.reserve_from(self._next_seq)
+        except BaseException:
+            ring.detach()
+            raise
+        for seq in acks:
+            ring.ack(seq)
+        ring.recovery = Recovery(moved, reason, ring.backlog, 0, 0)
+        return ring
 
     @property
     def next_seq(self) -> int:
@@ -534,3 +573,12 @@ class Ring:
         except sqlite3.Error as exc:
             raise storage_error(exc, what) from exc
 
+
+
+def _db_exists(path: Path) -> bool:
+    return any(Path(f"{path}{suffix}").exists() for suffix in ("", "-wal", "-shm"))
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -111,7 +111,7 @@ def open_checked(directory: Path, full_check: bool = True,
             reason = str(exc)
             if conn is not None:
                 conn.close()
-    moved = _move_aside(directory)
+    moved = move_aside(directory)
     conn = connect(path)
     conn.executescript(DDL)
     salvaged, lost_batches, lost_readings = _salvage(moved / DB_NAME, conn)
@@ -176,7 +176,7 @@ def _check(conn: sqlite3.Connection, full: bool) -> None:
         raise sqlite3.DatabaseError(f"unknown buffer schema version {version}")
 
 
-def _move_aside(directory: Path) -> Path:
+def move_aside(directory: Path) -> Path:
     target = directory / time.strftime("corrupt-%Y%m%dT%H%M%S", time.gmtime())
     suffix = 0
     while target.exists():

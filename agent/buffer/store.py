@@ -26,6 +26,7 @@ from typing import Any
 
 from agent import log
 from agent.buffer.memory import MemoryRing
+from agent.buffer.openfile import REMOVED, REPLACED
 from agent.buffer.ring import CommitResult, Loss, Ring, RingStats, SealedBatch, add_loss
 from agent.buffer.schema import Recovery
 from agent.errors import BufferCorrupt, BufferLocked, StorageError
@@ -167,7 +168,9 @@ class Store:
         elif ring is not None and now >= self._look_at:
             self._look_at = now + LOOK_EVERY
             problem = ring.file_problem()
-            if problem is not None:
+            if problem in (REMOVED, REPLACED):
+                self._rescue(problem)
+            elif problem is not None:
                 self._recover(problem)
         elif self._memory is not None and now >= self._retry_at:
             self._attach()
@@ -213,6 +216,26 @@ class Store:
         except StorageError as exc:
             self._ring = None
             self._detach(f"{reason}; recovering it failed: {exc}", old, released=True)
+            return
+        self._ring = new
+        self.generation += 1
+        self._note_lost(new.recovery, new)
+
+    def _rescue(self, reason: str) -> None:
+        """The file was pulled away under the open connection, which still reads all of it: copy
+        it to the path and go on. If the copy cannot be made, recover what the path holds and
+        count the rest as lost: the backlog never vanishes unsaid."""
+        old = self._ring
+        assert old is not None
+        self.log.error("buffer file pulled away while running: copying what the agent still has open", reason=reason)
+        try:
+            new = old.rescue(reason)
+        except StorageError as exc:
+            if old.closed:  # the copy is at the path or beside it: the next attach opens it
+                self._ring = None
+                self._detach(f"{reason}; reopening the rescued copy failed: {exc}", old, released=True)
+            else:
+                self._recover(f"{reason}; copying it failed: {exc}")
             return
         self._ring = new
         self.generation += 1
@@ -280,5 +303,5 @@ class Store:
         self.log.info("buffer disk still unavailable", reason=str(exc), retry_in_s=self._backoff)
 
     def _note_lost(self, recovery: Recovery, ring: Ring) -> None:
-        self.notices.append(BufferLost(recovery.reason, str(recovery.moved_to), recovery.salvaged_batches,
+        self.notices.append(BufferLost(recovery.reason, str(recovery.moved_to or ""), recovery.salvaged_batches,
                                        recovery.lost_batches, recovery.lost_readings, ring.epoch))

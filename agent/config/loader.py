@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,16 @@ class LoadedConfig:
     config: AgentConfig
     devices: list[DeviceSetup] = field(default_factory=list)
     digest: str = ""  # sha256 of the file bytes: the config hash in the status message
+    doc: SourceDoc | None = None  # where each key is, for problems found after loading (a port in use)
 
     @property
     def point_count(self) -> int:
         return sum(len(d.profile.points) for d in self.devices)
+
+    def problem(self, path: tuple[str | int, ...], message: str) -> Problem:
+        """A problem at `path` of this config, with its line when known."""
+        return self.doc.problem(path, message) if self.doc else Problem(str(self.path), None, ".".join(map(str, path)),
+                                                                        message)
 
 
 def load_config(path: str | Path, library: ProfileLibrary | None = None) -> LoadedConfig:
@@ -57,9 +65,11 @@ def load_config(path: str | Path, library: ProfileLibrary | None = None) -> Load
     buses = _entries(raw, "buses")
     devices = _entries(raw, "devices")
     problems += _check_references(buses, devices, doc)
+    problems += _check_endpoints(buses, doc)
+    problems += _check_files(raw.get("mqtt"), doc)
     if library is None:
         dirs = raw.get("profiles_dirs")
-        library = ProfileLibrary(dirs if isinstance(dirs, list) else None)
+        library = ProfileLibrary([d for d in dirs if isinstance(d, str)] if isinstance(dirs, list) else None)
     profiles: dict[int, Profile] = {}
     for index, device in devices:
         ref = device.get("profile")
@@ -75,15 +85,25 @@ def load_config(path: str | Path, library: ProfileLibrary | None = None) -> Load
     if problems or config is None:
         raise ConfigError(problems)
     setups = [DeviceSetup(d, profiles[i], profiles[i].timing(d)) for i, d in enumerate(config.devices)]
-    return LoadedConfig(path, config, setups, hashlib.sha256(path.read_bytes()).hexdigest())
+    return LoadedConfig(path, config, setups, hashlib.sha256(path.read_bytes()).hexdigest(), doc)
 
 
 def _entries(raw: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
-    """(index, mapping) of a list section, skipping malformed items (the schema check reports them)."""
+    """(index, mapping) of a list section, skipping malformed items (the schema check reports them).
+    Values that are not plain scalars are dropped here too: the cross-checks put names and units in
+    sets, and a list where a name belongs is the schema check's to report."""
     items = raw.get(key)
     if not isinstance(items, list):
         return []
-    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+    return [(i, {k: v for k, v in item.items() if _plain(v) or k in NESTED})
+            for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+NESTED = ("constants", "intervals")  # device keys whose values are mappings
+
+
+def _plain(value: object) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
 
 
 def _check_references(buses: list[tuple[int, dict[str, Any]]], devices: list[tuple[int, dict[str, Any]]],
@@ -112,6 +132,66 @@ def _check_references(buses: list[tuple[int, dict[str, Any]]], devices: list[tup
             problems.append(doc.problem(("devices", i, "address"),
                                         f"address {entry.get('address')} on bus {bus_name!r} is already another device"))
         addresses.add((bus_name, unit if unit is not None else entry.get("address")))
+    return problems
+
+
+def _check_endpoints(buses: list[tuple[int, dict[str, Any]]], doc: SourceDoc) -> list[Problem]:
+    """One bus per serial port and per TCP endpoint: two would open the port twice (the second open
+    fails or, worse, both interleave frames on one line) or hold two connections to a gateway that
+    serves one. Devices behind one endpoint share its bus."""
+    from agent.drivers.urls import parse_bus_url
+
+    problems = []
+    seen: dict[tuple[str, object], object] = {}
+    for i, bus in buses:
+        url = bus.get("url")
+        try:
+            spec = parse_bus_url(url) if isinstance(url, str) else None
+        except ValueError:
+            continue  # the schema check reports it
+        if spec is None:
+            continue
+        if spec.transport.is_local_serial:
+            key: tuple[str, object] = ("serial port", os.path.realpath(spec.host))  # by-id links name one tty
+        else:
+            key = ("TCP endpoint", (spec.host.lower(), spec.port))
+        if key in seen:
+            where = key[1] if key[0] == "serial port" else f"{spec.host}:{spec.port}"
+            problems.append(doc.problem(("buses", i, "url"), f"{key[0]} {where} is already bus {seen[key]!r}: "
+                                                             "put the devices behind it on that one bus"))
+        else:
+            seen[key] = bus.get("name")
+    return problems
+
+
+SECRET_FILES = ("password_file", "ca_file", "cert_file", "key_file")
+
+
+def _check_files(mqtt: object, doc: SourceDoc) -> list[Problem]:
+    """The files `run` reads at start must be there and readable: a missing one would stop the
+    agent at every start (a crash loop under systemd), so it is the config's error."""
+    if not isinstance(mqtt, dict):
+        return []
+    problems = []
+    for key in SECRET_FILES:
+        name = mqtt.get(key)
+        if not isinstance(name, str):
+            continue
+        try:
+            if not stat.S_ISREG(os.stat(name).st_mode):  # a directory, or a FIFO that would block the read
+                problems.append(doc.problem(("mqtt", key), f"{name} is not a regular file"))
+                continue
+            with open(name, "rb") as f:
+                content = f.read(1 << 20)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append(doc.problem(("mqtt", key), f"cannot read {name}: {reason}"))
+            continue
+        if key == "password_file":
+            try:
+                content.decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(doc.problem(("mqtt", key), f"{name} is not UTF-8 text"))
     return problems
 
 

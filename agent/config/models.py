@@ -13,6 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from agent.config.broker import parse_broker_url
 from agent.config.units import parse_duration, parse_size
 from agent.drivers.urls import PROTOCOLS, SerialSettings, parse_bus_url
 from agent.meters.bcd import parse_format
@@ -142,7 +143,7 @@ class BlockModel(Strict):
 
 
 class ProfileModel(Strict):
-    """A device profile: firmware-profiles/<vendor>/<model>.yaml."""
+    """A device profile: agent/profiles/<vendor>/<model>.yaml (or the same layout in an operator directory)."""
 
     vendor: str
     model: str
@@ -203,7 +204,7 @@ class DeviceModel(Timing):
 
 
 class MqttModel(Strict):
-    url: str = Field(pattern=r"^mqtts?://")
+    url: str  # mqtt://HOST[:1883] or mqtts://HOST[:8883]; credentials go in username/password_file
     topic_prefix: str = "park"
     client_id: str | None = None  # default: the gateway id
     username: str | None = None
@@ -218,6 +219,14 @@ class MqttModel(Strict):
     compress: bool = False
     drain_rate: float = Field(50.0, gt=0)  # backlog batches per second after an outage
     reconnect_max: PositiveSeconds = Field(60.0, ge=1.0)  # the reconnect backoff's ceiling (1 s doubling, jittered)
+    # the broker's packet limit when it does not announce one (MQTT 3.1.1); the smaller of the two applies
+    max_packet_size: Annotated[int | None, BeforeValidator(parse_size)] = Field(None, ge=256, le=268_435_455)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parse_broker_url(url)
+        return url
 
 
 class BufferMode(enum.StrEnum):
@@ -242,4 +251,21 @@ class AgentConfig(Strict):
     mqtt: MqttModel | None = None
     buffer: BufferModel = BufferModel()
     profiles_dirs: list[str] = Field(default_factory=list)  # searched before the built-in library
-    prometheus: str | None = Field(None, pattern=r"^(127\.0\.0\.1|localhost|\[::1\]):\d+$")  # off by default
+    prometheus: str | None = None  # 127.0.0.1:PORT, localhost:PORT or [::1]:PORT; off by default
+
+    @field_validator("prometheus")
+    @classmethod
+    def _loopback(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            prometheus_address(listen)
+        return listen
+
+
+def prometheus_address(listen: str) -> tuple[str, int]:
+    """`127.0.0.1:9100` -> ("127.0.0.1", 9100); loopback only (the endpoint has no authentication)."""
+    host, _, port = listen.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "[::1]") or not port.isdigit():
+        raise ValueError(f"expected 127.0.0.1:PORT, localhost:PORT or [::1]:PORT (loopback only), got {listen!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is out of range: 1 to 65535")
+    return host.strip("[]"), int(port)

@@ -1,13 +1,17 @@
 """Device profiles: find `vendor/model` on the search path, validate it, resolve `extends`, and
 turn it into the runtime Profile (PointSpecs with the profile defaults applied).
 
-Device knowledge is data: a new meter is a YAML file in firmware-profiles/, never a Python class.
+Device knowledge is data: a new meter is a YAML file, never a Python class. The library ships inside
+the package (agent/profiles/<vendor>/<model>.yaml, package data: a wheel carries it); an operator adds
+or overrides profiles in /etc/edge-agent/profiles, $EDGE_AGENT_PROFILES or the config's `profiles_dirs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 from agent.config.canonical import CANONICAL_COUNTERS, canonical_unit
@@ -19,8 +23,15 @@ from agent.meters.bcd import parse_format
 from agent.meters.plan import UNIT_BASES
 from agent.types import DataType, DeviceTiming, PointKind, PointSpec
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "firmware-profiles"
-SYSTEM_DIR = Path("/usr/share/edge-agent/firmware-profiles")  # where systemd/install.sh puts them
+OPERATOR_DIR = Path("/etc/edge-agent/profiles")  # an operator's own or corrected profiles, kept across upgrades
+
+
+def builtin_dir() -> Path:
+    """The library shipped in the installed package (found through the package, not the source tree)."""
+    return Path(str(resources.files("agent") / "profiles"))
+
+
+BUILTIN_DIR = builtin_dir()
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,13 @@ class Profile:
 
 
 def search_path(extra: list[str] | None = None) -> list[Path]:
-    """Where profiles are looked up, first match wins: config dirs, $EDGE_AGENT_PROFILES, built-ins."""
+    """Where profiles are looked up, first match wins: the config's `profiles_dirs`, $EDGE_AGENT_PROFILES,
+    /etc/edge-agent/profiles, then the library shipped in the package."""
     dirs = [Path(d) for d in extra or []]
     env = os.environ.get("EDGE_AGENT_PROFILES")
     if env:
         dirs += [Path(d) for d in env.split(os.pathsep) if d]
-    dirs += [BUILTIN_DIR, SYSTEM_DIR]
+    dirs += [OPERATOR_DIR, BUILTIN_DIR]
     return dirs
 
 
@@ -68,15 +80,18 @@ class ProfileLibrary:
         """Every vendor/model reference on the search path, sorted."""
         refs: set[str] = set()
         for root in self.dirs:
-            if root.is_dir():
+            with contextlib.suppress(OSError, ValueError):  # a name too long, a NUL byte: no profiles there
                 refs.update(f"{p.parent.name}/{p.stem}" for p in root.glob("*/*.yaml"))
         return sorted(refs)
 
     def find(self, ref: str) -> Path | None:
         for root in self.dirs:
             candidate = root / f"{ref}.yaml"
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+                continue
         return None
 
     def load(self, ref: str) -> Profile:
@@ -151,6 +166,7 @@ def check_points(model: ProfileModel, doc: SourceDoc) -> None:
         if point.type in (DataType.STRING, DataType.ENUM) and (point.multiply_by or point.scale_factor or point.plus):
             problems.append(doc.problem(path, "string and enum points cannot be scaled"))
         problems += _check_protocol_point(model, doc, name, point)
+    problems += _check_overlaps(model, doc)
     problems += _check_protocol(model, doc)
     if problems:
         raise ConfigError(problems)
@@ -171,6 +187,31 @@ def _check_protocol_point(model: ProfileModel, doc: SourceDoc, name: str, point:
     if model.protocol == "cjt188" and point.di is not None and point.di > 0xFFFF:
         return [doc.problem((*path, "di"), "a CJ/T 188 data identifier is 2 bytes (e.g. 0x901F)")]
     return []
+
+
+def _check_overlaps(model: ProfileModel, doc: SourceDoc) -> list[Problem]:
+    """Two points whose registers partly overlap are the classic off-by-one (an f32 at 100 and the
+    next at 101). The same registers read whole as another type (a status word as an enum and as
+    bits) is deliberate and allowed; the same registers twice as the same type is a copy-paste."""
+    problems = []
+    spans: dict[tuple[object, ...], list[tuple[int, int, str, DataType]]] = {}
+    for name, point in model.points.items():
+        if point.address is None or point.words == 0:
+            continue
+        table = (point.register_ or model.defaults.register_, tuple(point.model))  # SunSpec: per model
+        start, end = point.address, point.address + point.words
+        for other_start, other_end, other, other_type in spans.setdefault(table, []):
+            if start >= other_end or other_start >= end:
+                continue
+            if (start, end) == (other_start, other_end) and point.type is not other_type:
+                continue
+            what = "the same registers as" if (start, end) == (other_start, other_end) else "registers overlapping"
+            problems.append(doc.problem(("points", name, "address"),
+                                        f"{name} ({start}..{end - 1}) reads {what} {other} "
+                                        f"({other_start}..{other_end - 1})"))
+            break
+        spans[table].append((start, end, name, point.type))
+    return problems
 
 
 def _check_protocol(model: ProfileModel, doc: SourceDoc) -> list[Problem]:

@@ -8,6 +8,7 @@ nearest match, so `word_oder` says "did you mean 'order'?".
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -55,11 +56,32 @@ def _message(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]
         return "required key is missing"
     if kind == "string_type" and isinstance(error.get("input"), bool):
         return f"YAML reads this as the boolean {error['input']}: put the word in quotes (\"off\", \"yes\")"
+    if kind == "string_pattern_mismatch":
+        return f"{_pattern_words(str(error.get('ctx', {}).get('pattern', '')))} (got {error.get('input')!r})"
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
     if kind == "enum" or kind.startswith("literal"):
         return f"{message} (got {error.get('input')!r})"
     return message
+
+
+PATTERN_WORDS = {
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "expected letters, digits, '.', '_' and '-', starting with a letter or digit",
+    r"^[a-z0-9_.-]+/[a-z0-9_.-]+$": "expected vendor/model in lower case (see `edge-agent profiles list`)",
+    r"^[0-9]+$": "expected digits only",
+}
+ALTERNATIVES = re.compile(r"^\^\(?([A-Za-z0-9_|]+)\)?\$$")
+
+
+def _pattern_words(pattern: str) -> str:
+    """A regular expression the operator never wrote, said in words: `^(a|b)$` -> one of a, b."""
+    if pattern in PATTERN_WORDS:
+        return PATTERN_WORDS[pattern]
+    if match := ALTERNATIVES.match(pattern):
+        return f"expected one of: {', '.join(match.group(1).split('|'))}"
+    if match := re.match(r"^\^\[([A-Z]+)\]\$$", pattern):
+        return f"expected one of: {', '.join(match.group(1))}"
+    return f"does not have the expected form ({pattern})"
 
 
 def unknown_key_message(key: str, allowed: list[str]) -> str:

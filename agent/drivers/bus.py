@@ -19,22 +19,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from agent.drivers.pymodbus_adapter import ModbusTransport
+from agent.drivers.client import ModbusClient
 from agent.drivers.urls import BusSpec
 from agent.errors import BusError, DeviceError, DeviceException
 from agent.meters.link import MeterLink
 from agent.meters.messages import Answer, MeterRequest, MeterTarget
 from agent.types import DeviceTiming, ReadRequest
 
-Transport = ModbusTransport | MeterLink
+Transport = ModbusClient | MeterLink
 TransportFactory = Callable[[BusSpec], Transport]
 Target = int | MeterTarget  # a Modbus unit id, or a DL/T 645 / CJ/T 188 meter
 Request = ReadRequest | MeterRequest
 
 
 def open_transport(spec: BusSpec) -> Transport:
-    """The transport for the bus's protocol: pymodbus for Modbus, MeterLink for DL/T 645 and CJ/T 188."""
-    return ModbusTransport(spec) if spec.protocol == "modbus" else MeterLink(spec)
+    """The transport for the bus's protocol: ModbusClient for Modbus, MeterLink for DL/T 645 and CJ/T 188."""
+    return ModbusClient(spec) if spec.protocol == "modbus" else MeterLink(spec)
 
 
 class BusState(enum.Enum):

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.drivers.bus import Backoff, Bus, Outcome
 from agent.drivers.decode import BlockDecoder, Decoded, decode_point, derive, words_of
-from agent.drivers.health import Health, HealthTracker
+from agent.drivers.health import Health, HealthTracker, proper_answer
 from agent.drivers.plan import Learned, learn_from_split, plan_reads
 from agent.drivers.sunspec import NotSunSpec, SunSpecMap, discover, place
 from agent.errors import (
@@ -44,7 +44,9 @@ class PollResult:
 
     @property
     def answered(self) -> bool:
-        return any(r.quality is not Quality.TIMEOUT for r in self.readings)
+        """Some request got a proper answer (values, or a refusal). Silence and malformed answers
+        (decode_error with `error` saying what came back) are not: the daemon logs them as failing."""
+        return any(proper_answer(r.quality, r.raw) for r in self.readings)
 
 
 @dataclass
@@ -221,7 +223,7 @@ class DeviceReader:
                           for request in self.plan}
 
     def _update_health(self, decoded: Mapping[str, Decoded]) -> Health | None:
-        return self._health.update(any(d.quality is not Quality.TIMEOUT for d in decoded.values()))
+        return self._health.update(any(proper_answer(d.quality, d.raw) for d in decoded.values()))
 
     def _readings(self, decoded: Mapping[str, Decoded], stamps: Mapping[str, int]) -> list[Reading]:
         fallback = int(self.clock.time() * 1000)

@@ -2,7 +2,8 @@
 
 A device that fails `offline_after` polls in a row (no answer at all: timeouts, a dead link) is
 offline, and is then only re-probed on a capped backoff, so a dead meter costs its shared bus one
-timeout per probe instead of one per point per poll. Any answer (even a refusal) brings it back.
+timeout per probe instead of one per point per poll. Any proper answer (even a refusal) brings it
+back; a malformed one does not.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.drivers.bus import Backoff
+from agent.types import Quality
+
+
+def proper_answer(quality: Quality, raw: tuple[int, ...]) -> bool:
+    """Whether a point shows that its device answered: a value, a refusal, or words that do not
+    decode (they came in a well-formed answer, so they carry raw). Silence does not, and neither
+    does a malformed answer (decode_error without raw: wrong unit, bad CRC, truncated ...):
+    a device that only sends those (a wrong baud rate, another unit id) is failing, not online."""
+    return quality is not Quality.TIMEOUT and (quality is not Quality.DECODE_ERROR or bool(raw))
 
 
 class Health(enum.Enum):

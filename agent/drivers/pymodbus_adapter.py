@@ -1,139 +1,31 @@
 """The only module that imports pymodbus (its API broke in 3.7, 3.8, 3.10 and 3.13).
 
-Client side: `ModbusTransport`, a blocking transport that one bus thread owns; pymodbus exceptions
-and error responses are mapped here onto agent.errors, nothing above this file sees them.
-Server side: `serve_units`, a pymodbus server for the simulator and the tests, serving register
-images with hooks for moving values, device quirks and injected faults.
-
-The blocking client is used on purpose: pymodbus's async client reconnects on its own schedule
-and has changed that behaviour between minors; a bus thread with explicit reconnect and backoff
-in `bus.py` is easier to reason about and to test.
+Server side only: `serve_units`, a pymodbus server for the simulator and the tests, serving
+register images with hooks for moving values, device quirks and injected faults. Serving real
+pymodbus keeps our own client (agent/drivers/client.py) honest against an independent
+implementation. The client is ours: pymodbus's RTU framer takes a late answer for the next one,
+loses the answer after a noise byte, and reports malformed answers as timeouts (see client.py).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from pymodbus import FramerType
-from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu.register_message import (
-    ReadHoldingRegistersResponse,
-    ReadInputRegistersResponse,
-)
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
 from agent.drivers.urls import BusSpec, Transport
-from agent.errors import BusError, DeviceException, DeviceTimeout, FrameError
+from agent.errors import BusError
 from agent.types import RegisterKind
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # we report failures ourselves, once
 logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
-
-_NEVER_DISCONNECT = 1_000_000  # pymodbus closes a TCP link after N silent requests; the bus decides
-
-
-class ModbusTransport:
-    """A blocking Modbus client for one bus; call only from that bus's thread."""
-
-    def __init__(self, spec: BusSpec, timeout: float = 1.0) -> None:
-        self.spec = spec
-        self._client = _make_client(spec, timeout)
-        self._client.set_max_no_responses(_NEVER_DISCONNECT)
-        for response in (_HoldingRegisters, _InputRegisters):
-            self._client.register(response)
-
-    @property
-    def connected(self) -> bool:
-        return bool(self._client.connected)
-
-    def connect(self) -> None:
-        """Open the port or socket; BusError says why not."""
-        try:
-            ok = self._client.connect()
-        except (OSError, ModbusException) as exc:
-            raise BusError(f"{self.spec}: cannot connect: {exc}") from exc
-        if not ok:
-            raise BusError(f"{self.spec}: cannot connect (port missing, busy, or host unreachable)")
-
-    def read(self, kind: RegisterKind, unit: int, start: int, count: int, timeout: float) -> list[int]:
-        """Registers (or bits, as 0/1) start..start+count of `unit`; raises a DeviceError or BusError."""
-        self._client.comm_params.timeout_connect = timeout  # pymodbus reads it per request
-        method = {
-            RegisterKind.HOLDING: self._client.read_holding_registers,
-            RegisterKind.INPUT: self._client.read_input_registers,
-            RegisterKind.COIL: self._client.read_coils,
-            RegisterKind.DISCRETE: self._client.read_discrete_inputs,
-        }[kind]
-        try:
-            response = method(start, count=count, device_id=unit)
-        except ConnectionException as exc:
-            self.close()
-            raise BusError(f"{self.spec}: connection lost: {exc}") from exc
-        except ModbusIOException as exc:
-            raise DeviceTimeout(f"unit {unit}: no answer within {timeout:g} s") from exc
-        except ModbusException as exc:
-            raise FrameError(f"unit {unit}: malformed answer: {exc}") from exc
-        except OSError as exc:
-            self.close()
-            raise BusError(f"{self.spec}: I/O error: {exc}") from exc
-        if response.isError():
-            raise DeviceException(int(getattr(response, "exception_code", 0)))
-        if kind.is_bit:
-            return [int(b) for b in response.bits[:count]]
-        if len(response.registers) != count:
-            raise FrameError(f"unit {unit}: asked {count} registers, got {len(response.registers)}")
-        return list(response.registers)
-
-    def close(self) -> None:
-        try:
-            self._client.close()
-        except (OSError, ModbusException):
-            pass
-
-
-class _OneCallDecode:
-    """Register responses (FC 3, FC 4) decoded with one struct call, registered per client with
-    pymodbus's custom-response API. pymodbus 3.16 unpacks them one register at a time and also
-    formats every decoded PDU, registers and all, for a debug log even when that log is off:
-    together about half of its CPU per request (bench/README.md, throughput)."""
-
-    registers: list[int]
-
-    def decode(self, data: bytes) -> None:
-        if (byte_count := data[0]) >= len(data):
-            raise ModbusIOException(f"byte_count {byte_count} > length of packet {len(data)}")
-        self.registers = list(struct.unpack_from(f">{byte_count // 2}H", data, 1))
-
-    def __str__(self) -> str:
-        return f"{type(self).__name__}(registers={len(self.registers)})"
-
-
-class _HoldingRegisters(_OneCallDecode, ReadHoldingRegistersResponse):  # type: ignore[misc]
-    pass
-
-
-class _InputRegisters(_OneCallDecode, ReadInputRegistersResponse):  # type: ignore[misc]
-    pass
-
-
-def _make_client(spec: BusSpec, timeout: float) -> ModbusTcpClient | ModbusSerialClient:
-    if spec.transport is Transport.RTU:
-        serial = spec.serial
-        assert serial is not None
-        return ModbusSerialClient(spec.host, framer=FramerType.RTU, baudrate=serial.baudrate,
-                                  parity=serial.parity, stopbits=serial.stopbits, bytesize=serial.bytesize,
-                                  timeout=timeout, retries=0)
-    framer = FramerType.RTU if spec.transport is Transport.RTU_OVER_TCP else FramerType.SOCKET
-    return ModbusTcpClient(spec.host, port=spec.port, framer=framer, timeout=timeout, retries=0)
-
 
 # --------------------------------------------------------------------------- server side
 

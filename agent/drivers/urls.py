@@ -102,9 +102,11 @@ def parse_bus_url(url: str, serial_defaults: SerialSettings | None = None) -> Bu
     if not parts.hostname:
         raise ValueError(f"{url!r}: no host; write {scheme}://HOST:PORT")
     try:
-        port = parts.port or 502
-    except ValueError as exc:
-        raise ValueError(f"{url!r}: bad port ({exc})") from None
+        port = parts.port if parts.port is not None else 502
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535")
     return BusSpec(transport, parts.hostname, port)
 
 

@@ -11,7 +11,7 @@ so a caller that finds no answer can say what came back instead of "timeout".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -56,8 +56,13 @@ def next_frame(buffer: bytearray, shape: Shape) -> Found | None:
     return None
 
 
-def _starts(buffer: bytearray) -> list[int]:
-    return [i for i, byte in enumerate(buffer) if byte == START]
+def _starts(buffer: bytearray) -> Iterator[int]:
+    """Every 0x68 in order, found with bytearray.find (no Python loop per byte: in the clean case
+    the first one is the frame)."""
+    at = buffer.find(START)
+    while at != -1:
+        yield at
+        at = buffer.find(START, at + 1)
 
 
 def _complete_at(buffer: bytearray, start: int, shape: Shape) -> int | None:

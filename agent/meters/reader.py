@@ -19,7 +19,7 @@ from typing import Any
 from agent.drivers.bus import Backoff, Bus, Outcome
 from agent.drivers.decode import Decoded, derive
 from agent.drivers.device import DeviceStats, PollResult
-from agent.drivers.health import Health, HealthTracker
+from agent.drivers.health import Health, HealthTracker, proper_answer
 from agent.errors import BusError, DeviceTimeout, FrameError
 from agent.meters import dlt645
 from agent.meters.messages import Answer, MeterTarget
@@ -69,11 +69,11 @@ class MeterReader:
         started = self.clock.monotonic()
         offline = self.health is Health.OFFLINE
         decoded, stamps, error = await self._run(self.plan[:1] if offline else self._due())
-        transition = self._health.update(any(d.quality is not Quality.TIMEOUT for d in decoded.values()))
+        transition = self._health.update(any(proper_answer(d.quality, d.raw) for d in decoded.values()))
         if transition is Health.ONLINE and len(self.plan) > 1:
             decoded, stamps, error = await self._run(self._due())  # came back: a full poll now
         self.stats.last_latency = self.clock.monotonic() - started
-        if self.health is Health.ONLINE and any(d.quality is not Quality.TIMEOUT for d in decoded.values()):
+        if self.health is Health.ONLINE and any(proper_answer(d.quality, d.raw) for d in decoded.values()):
             for name in self.missing - set(decoded):  # not asked this poll: still missing
                 decoded[name] = Decoded(None, Quality.UNAVAILABLE, dlt645.NO_DATA)
         return PollResult(self._readings(decoded, stamps), transition=transition, error=error)

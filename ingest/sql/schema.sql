@@ -90,6 +90,18 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS batches_stored_at ON batches USING brin (stored_at);
 
+-- parts of a schema published in pieces (a broker with a small packet limit): joined, checked against
+-- their schema_id and stored in `schemas` once all `parts` are here, then deleted
+CREATE TABLE IF NOT EXISTS schema_parts (
+    gateway     text    NOT NULL,
+    schema_id   bigint  NOT NULL,
+    part        integer NOT NULL,
+    parts       integer NOT NULL,
+    text        text    NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (gateway, schema_id, part)
+);
+
 -- batches whose schema has not arrived yet: decoded when it does
 CREATE TABLE IF NOT EXISTS pending_batches (
     id          bigserial PRIMARY KEY,

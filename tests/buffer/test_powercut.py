@@ -1,5 +1,5 @@
 """Power cuts, not only kill -9: the buffer on a file system that loses what was not fsynced
-(hil/powercut.py), killed at random moments, then the power cut (dropping, tearing or reordering the
+(testkit/powercut.py), killed at random moments, then the power cut (dropping, tearing or reordering the
 unsynced writes), then restarted.
 
 Every batch whose commit returned is present after the restart or was acknowledged; no
@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hil.powercut import MODES, CrashModel, PowerCutFS
+from testkit.powercut import MODES, CrashModel, PowerCutFS
 
 CHILD = Path(__file__).with_name("powercut_child.py")
 REPO = Path(__file__).resolve().parents[2]

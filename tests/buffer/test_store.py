@@ -1,4 +1,4 @@
-"""The store under disk faults, on real file systems: an ext4 card driven read-only (hil/card.py, needs
+"""The store under disk faults, on real file systems: an ext4 card driven read-only (testkit/card.py, needs
 root) and a file overwritten in place. What goes to memory, what is acknowledged where, what comes
 back after a recovery."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from agent.buffer import SealedBatch, Spool, Store
 from agent.config.models import BufferMode
-from hil.card import Card, CardUnavailable
+from testkit.card import Card, CardUnavailable
 
 
 @pytest.fixture

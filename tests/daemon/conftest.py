@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.broker import Broker
+from testkit.broker import Broker
 
 
 @pytest.fixture

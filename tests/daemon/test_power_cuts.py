@@ -1,5 +1,5 @@
 """The agent's whole lifecycle through power cuts during an outage: a real `edge-agent run` with its
-buffer on the power-cut file system (hil/powercut.py), the broker down, kill -9 followed by a power
+buffer on the power-cut file system (testkit/powercut.py), the broker down, kill -9 followed by a power
 cut (unsynced writes dropped, torn or reordered) several times, then the broker back.
 
 Drafts, sequence reservations and stored events all live in the buffer: every second polled is
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from agent.codec import decode_header
-from hil.broker import Broker, free_port
-from hil.powercut import MODES, PowerCutFS
+from testkit.broker import Broker, free_port
+from testkit.powercut import MODES, PowerCutFS
 from tests.conftest import SimThread
 from tests.daemon.test_run import Platform, start_agent, write_config
 from tests.daemon.test_storage_faults import events, missing_seconds, seconds_of, serve_meter, stop

@@ -15,11 +15,12 @@ import textwrap
 import time
 from pathlib import Path
 
+from agent import __version__
 from agent.codec import WireSchema, decode_header
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
-from hil.broker import Broker
-from hil.platform import Platform as HilPlatform
+from testkit.broker import Broker
+from testkit.platform import Platform as HilPlatform
 from tests.conftest import SimThread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +102,8 @@ def test_readings_arrive_with_the_servers_values_on_aligned_ticks(sim: SimThread
     assert aligned and first < aligned[0]
     assert all(b - a >= 900 for a, b in itertools.pairwise(aligned))  # 1 s interval, no doubles
     assert all(ts % 1000 < 500 for ts in aligned)  # aligned to the second (+ the request's own latency)
-    assert any(s.get("state") == "online" for s in platform.status)
+    online = [s for s in platform.status if s.get("state") == "online"]
+    assert online and all(s["version"] == __version__ for s in online)  # the package's one version string
     assert platform.status[-1] == {"state": "offline", "reason": "shutdown"}
 
 
@@ -314,7 +316,7 @@ def test_point_groups_poll_at_their_own_intervals(sim: SimThread, broker: Broker
 def test_prometheus_endpoint_on_loopback(sim: SimThread, broker: Broker, tmp_path: Path) -> None:
     import urllib.request
 
-    from hil.broker import free_port, wait_port
+    from testkit.broker import free_port, wait_port
 
     spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"))})
     port = free_port()

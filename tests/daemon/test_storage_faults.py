@@ -21,8 +21,8 @@ import pytest
 
 from agent.config import ProfileLibrary
 from agent.simulate import SimulatedDevice
-from hil.broker import Broker
-from hil.card import Card, CardUnavailable
+from testkit.broker import Broker
+from testkit.card import Card, CardUnavailable
 from tests.conftest import SimThread
 from tests.daemon.test_run import PINNED, Platform, start_agent, write_config
 

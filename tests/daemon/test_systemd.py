@@ -54,9 +54,13 @@ def test_staged_install_is_idempotent_and_keeps_the_config(tmp_path: Path) -> No
         config.write_text(config.read_text() + "# edited by the integrator\n")
     assert (root / "etc/edge-agent/agent.yaml").read_text().count("# edited by the integrator") == 2
     assert (root / "etc/systemd/system/edge-agent.service").read_text() == UNIT.read_text()
-    assert (root / "usr/share/edge-agent/firmware-profiles/eastron/sdm630.yaml").exists()
+    assert (root / "etc/edge-agent/profiles").is_dir()
+    installed = subprocess.run([str(root / "opt/edge-agent/venv/bin/python"), "-c",
+                                "import agent.config.profiles as p; print(p.BUILTIN_DIR)"],
+                               capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert installed.returncode == 0, installed.stderr
+    assert Path(installed.stdout.strip()).is_relative_to(root / "opt/edge-agent/venv"), installed.stdout
     validate = subprocess.run([str(root / "opt/edge-agent/venv/bin/edge-agent"), "validate", "-c",
                                str(REPO / "systemd" / "agent.example.yaml")], capture_output=True, text=True,
-                              env={"EDGE_AGENT_PROFILES": str(root / "usr/share/edge-agent/firmware-profiles"),
-                                   "PATH": "/usr/bin:/bin"})
-    assert validate.returncode == 0, validate.stderr
+                              cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert validate.returncode == 0, validate.stderr  # the profiles come with the installed package

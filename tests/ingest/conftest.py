@@ -20,11 +20,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent import log as logging_setup
 from agent.codec import Batch, Group, Header, encode
-from hil.broker import Broker
 from ingest.devcluster import DevCluster
 from ingest.service import Ingest, IngestSettings
 from ingest.store import Store
 from ingest.subscriber import BrokerSettings
+from testkit.broker import Broker
 from tests.vectors.generate import SCHEMA
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"

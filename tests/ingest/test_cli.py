@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from agent.cli import _parser
-from hil.broker import Broker
+from testkit.broker import Broker
 from tests.ingest.conftest import Gateway, count, query, vector, wait_until
 
 # psycopg made unimportable, as on a gateway installed without the ingest extra

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from agent import log as logging_setup
-from hil.broker import Broker
 from ingest.devcluster import DevCluster
 from ingest.service import Ingest
+from testkit.broker import Broker
 from tests.ingest.conftest import BASE, Gateway, batch, count, ingest_settings, recording_log, vector, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,6 +22,7 @@ from agent.meters.reader import MeterReader
 from agent.meters.server import MeterFaults
 from agent.simulate import SimulatedDevice
 from agent.types import Quality
+from testkit.line import PacedLine
 from tests.conftest import SimThread
 
 LIBRARY = ProfileLibrary()
@@ -83,6 +84,32 @@ def test_serial_line_over_a_pty(sim: SimThread, socat_pair: tuple[str, str], pro
     sim.meters(BusSpec(Transport(protocol), device_end, 0, serial), {address: meter})
     (result,) = poll(reader_for(ref, BusSpec(Transport(protocol), agent_end, 0, serial), address))
     assert values(result) == meter.served
+
+
+NOISY_LINE = {
+    "00 before each answer": lambda data: b"\x00" + data,
+    "random bytes before and after": lambda data: b"\x55\x68\x01" + data + b"\x16\x00",
+}
+
+
+@pytest.mark.parametrize("noise", NOISY_LINE.values(), ids=NOISY_LINE.keys())
+@pytest.mark.parametrize(("protocol", "ref", "address"), [
+    ("dlt645", "dlt645/single-phase", ADDRESS),
+    ("cjt188", "cjt188/water-meter", WATER_ADDRESS),
+])
+def test_noise_around_answers_on_a_paced_serial_line(sim: SimThread, protocol: str, ref: str, address: str,
+                                                     noise: object) -> None:
+    """The line adds noise to everything the meter sends (a 00 as a converter turns on, junk with
+    a 68 and a 16 in it before and after): every answer is still found, N polls of N."""
+    line = PacedLine(9600, noise=noise)  # type: ignore[arg-type]
+    try:
+        meter = SimulatedDevice(LIBRARY.load(ref), moving=False)
+        serial = SerialSettings(9600, "E", 1, 8)
+        sim.meters(BusSpec(Transport(protocol), line.device_port, 0, serial), {address: meter})
+        results = poll(reader_for(ref, BusSpec(Transport(protocol), line.agent_port, 0, serial), address), times=3)
+    finally:
+        line.close()
+    assert [values(r) for r in results] == [meter.served] * 3
 
 
 def test_three_meters_on_one_line_each_answer_their_own(sim: SimThread, socat_pair: tuple[str, str]) -> None:

@@ -6,7 +6,7 @@ from agent.config import ProfileLibrary
 from agent.scan import Candidate, rate
 from agent.simulate import SimulatedDevice
 from agent.types import Quality, Reading
-from hil.sims import SimThread
+from testkit.sims import SimThread
 from tests.integration.test_cli import edge_agent
 
 

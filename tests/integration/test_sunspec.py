@@ -11,7 +11,7 @@ from agent.drivers.bus import Bus
 from agent.drivers.device import DeviceReader
 from agent.simulate import SimulatedDevice, SunSpecLayout
 from agent.types import Quality
-from hil.sims import SimThread
+from testkit.sims import SimThread
 
 VALUES = {"active_power": 8812.0, "voltage_l1": 231.4, "frequency": 50.02, "energy_yield_total": 35210.5,
           "inverter_state": "throttled", "internal_temperature": 41.5, "power_factor": 0.98}

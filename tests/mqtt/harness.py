@@ -3,17 +3,18 @@ independent subscriber (its own paho client with a persistent session) that deco
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from agent.buffer import Ring, SealedBatch, Spool, Store
 from agent.codec import Batch, Group, Header, encode
-from agent.publisher import BrokerSettings, Publisher
-from hil.platform import Platform
+from agent.publisher import Publisher
+from testkit import mqtt as testkit_mqtt
+from testkit.mqtt import BASE, settings, wait_for
+from testkit.platform import Platform
 from tests.vectors.generate import SCHEMA
 
-BASE = "park/test-site/gw-test"
+__all__ = ["BASE", "Subscriber", "make_batch", "open_spool", "publisher", "settings", "status", "wait_for"]
 
 
 def make_batch(ring: Ring, row: int, readings: int = 3) -> SealedBatch:
@@ -27,13 +28,6 @@ def make_batch(ring: Ring, row: int, readings: int = 3) -> SealedBatch:
     return SealedBatch(seq, encode(batch, SCHEMA), 3 * readings, stamps[0], stamps[-1])
 
 
-def settings(port: int, **overrides: Any) -> BrokerSettings:
-    values: dict[str, Any] = {"host": "127.0.0.1", "port": port, "tls": False, "client_id": "gw-test",
-                              "base_topic": BASE, "backoff_min": 0.2, "backoff_max": 1.0, "window": 10}
-    values.update(overrides)
-    return BrokerSettings(**values)
-
-
 class Subscriber(Platform):
     """The platform, subscribed to this harness's gateway, decoding with the golden schema."""
 
@@ -44,23 +38,43 @@ class Subscriber(Platform):
         return super().readings(schema or SCHEMA)
 
 
-async def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return bool(predicate())
-
-
 def open_spool(directory: Path, max_bytes: int = 1 << 30) -> tuple[Ring, Spool]:
     ring = Store(directory, max_bytes=max_bytes, min_free_bytes=0)
     return ring, Spool(ring, spill_after=2.0, outage_commit=0.5)
 
 
 def status() -> dict[str, Any]:
+    """A retained status like the daemon's, for tests that build a Publisher themselves."""
     return {"version": "test", "config_hash": "0" * 8, "schema_id": SCHEMA.id, "devices": ["main-incomer"]}
 
 
 def publisher(port: int, spool: Spool, **overrides: Any) -> Publisher:
-    return Publisher(settings(port, **overrides), spool, status, SCHEMA.to_json())
+    return testkit_mqtt.publisher(port, spool, SCHEMA, **overrides)
+
+
+def fleet_schema(devices: int, gateway: str = "gw-test", profile: str = "eastron/sdm630") -> Any:
+    """The wire schema of `devices` meters of one real profile (as `edge-agent run` builds it):
+    50 SDM630s make a schema of about 70 KB."""
+    from agent.codec import DeviceInfo, WireSchema
+    from agent.config import ProfileLibrary
+    from agent.wire import point_info
+
+    loaded = ProfileLibrary().load(profile)
+    models = loaded.model.points
+    points = tuple(point_info(spec, models[name].resolution) for name, spec in loaded.points.items() if not spec.hidden)
+    return WireSchema(gateway, tuple(DeviceInfo(f"meter-{i:03d}", loaded.ref, points) for i in range(devices)))
+
+
+def recording_log() -> tuple[Any, list[dict[str, Any]]]:
+    """A real structlog logger whose lines are kept in a list (what the operator would read)."""
+    import io
+
+    import structlog
+
+    lines: list[dict[str, Any]] = []
+
+    def record(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        lines.append({**event, "level": method})
+        raise structlog.DropEvent
+
+    return structlog.wrap_logger(structlog.PrintLogger(io.StringIO()), processors=[record]), lines

@@ -21,7 +21,7 @@ from agent.meters.bcd import parse_format
 from agent.meters.plan import Block, decode_answer, plan_requests
 from agent.simulate import SimulatedDevice
 from agent.types import DataType, Quality
-from hil.sims import SimThread
+from testkit.sims import SimThread
 
 LIBRARY = ProfileLibrary()
 REFS = LIBRARY.available()

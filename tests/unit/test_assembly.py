@@ -106,14 +106,15 @@ def test_set_schema_seals_the_open_batch_under_the_old_schema() -> None:
     assert assembler.seal() is None and assembler.schema is other
 
 
-@pytest.mark.parametrize(("limit", "parts"), [(10_000, 1), (50, 2), (1, 2)])  # 2 groups: m1 (p, q), m2 (p)
+@pytest.mark.parametrize(("limit", "parts"), [(10_000, 1), (60, 2), (1, 6)])  # 2 groups: m1 (p, q), m2 (p)
 def test_split_parts_carry_new_keys_and_their_reading_counts(limit: int, parts: int) -> None:
+    """Whole groups when they fit; below that down to one reading per part (6 readings: 6 parts)."""
     assembler = Assembler("gw-t", SCHEMA, Numbering())
     for t in (1000, 2000):
         assembler.add([*readings(t), Reading("m2", "p", t + 1, 3.0, Quality.OK)])
     whole = assembler.seal()
     assert whole is not None
-    keys = iter([(9, 500), (9, 501), (9, 502)])
+    keys = iter([(9, 500 + n) for n in range(6)])
     pieces = split(whole.payload, limit, lambda: next(keys))
     assert len(pieces) == parts
     assert sum(p.readings for p in pieces) == whole.readings == 6

@@ -85,3 +85,10 @@ def test_streaming_resynchronisation(junk: bytes) -> None:
     answers = [receiver.feed(stream[i:i + 1]) for i in range(len(stream))]
     assert answers[-1] is not None and answers[-1].value == WORKED_ANSWER[14:-2]
     assert not any(answers[:-1])
+
+
+@pytest.mark.parametrize("after", [b"\x00", b"\x68\x16", b"\x55" * 5])
+def test_noise_after_the_answer_in_the_same_read(after: bytes) -> None:
+    receiver = Receiver(cjt188.SHAPE, lambda f: cjt188.answer(f, WATER, METER, READ, seq=0))
+    answer = receiver.feed(b"\x00\xfe\xfe" + WORKED_ANSWER + after)
+    assert answer is not None and answer.value == WORKED_ANSWER[14:-2]

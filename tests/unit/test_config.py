@@ -226,7 +226,8 @@ def test_bus_urls(url: str, transport: Transport, host: str, port: int, serial: 
     ("rtu:///dev/ttyUSB0?baud=9600", "unknown parameter"),
     ("rtu:///dev/ttyUSB0?parity=X", "parity"),
     ("tcp://", "no host"),
-    ("tcp://h:99999", "bad port"),
+    ("tcp://h:99999", "port must be a number from 1 to 65535"),
+    ("tcp://h:0", "port must be a number from 1 to 65535"),
 ])
 def test_bad_bus_urls(url: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
@@ -278,3 +279,158 @@ def test_reconnect_ceiling_below_the_first_backoff_step_is_located(tmp_path: Pat
     (problem,) = problems(path)
     assert problem == f"{path}:10: mqtt.reconnect_max: Input should be greater than or equal to 1"
     assert load_config(write(tmp_path, GOOD, "ok.yaml")).config.mqtt.reconnect_max == 60.0  # the default
+
+
+# --------------------------------------------------------------------------- what `run` needs, checked by `validate`
+
+MINIMAL = "gateway: {id: gw-1, site: s}\n"
+
+
+@pytest.mark.parametrize(("mqtt", "fragment"), [
+    ("{url: 'mqtt://h:99999'}", "mqtt.url: 'mqtt://h:99999': the port must be a number from 1 to 65535"),
+    ("{url: 'mqtt://h:0'}", "the port must be a number from 1 to 65535"),
+    ("{url: 'mqtt://'}", "no host; write mqtt://HOST:1883"),
+    ("{url: 'mqtt://:1883'}", "no host"),
+    ("{url: 'mqtts://user:pw@host'}", "no credentials in the URL: put the user name in mqtt.username"),
+    ("{url: 'mqtt://user@host'}", "no credentials in the URL"),
+    ("{url: 'http://host'}", "unknown scheme http:// in 'http://host': use mqtt://HOST:1883 or mqtts://HOST:8883"),
+    ("{url: 'host:1883'}", "use mqtt://HOST:1883"),
+    ("{url: 'mqtt://host/topic'}", "without a path or query"),
+    ("{url: 'mqtt://h', password_file: /nonexistent/pw}", "mqtt.password_file: cannot read /nonexistent/pw: "
+                                                          "No such file or directory"),
+    ("{url: 'mqtt://h', ca_file: /nonexistent/ca.pem}", "mqtt.ca_file: cannot read /nonexistent/ca.pem"),
+    ("{url: 'mqtt://h', password_file: /tmp}", "mqtt.password_file: /tmp is not a regular file"),
+])
+def test_broker_settings_run_would_fail_on_are_located(tmp_path: Path, mqtt: str, fragment: str) -> None:
+    found = problems(write(tmp_path, MINIMAL + f"mqtt: {mqtt}\n"))
+    assert len(found) == 1 and found[0].startswith(f"{tmp_path}/agent.yaml:2: mqtt.") and fragment in found[0], found
+
+
+def test_password_file_that_is_not_text(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"\xff\xfe")
+    found = problems(write(tmp_path, MINIMAL + f"mqtt: {{url: 'mqtt://h', password_file: {secret}}}\n"))
+    assert found == [f"{tmp_path}/agent.yaml:2: mqtt.password_file: {secret} is not UTF-8 text"]
+
+
+def test_readable_password_file_and_plain_broker_url_load(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    loaded = load_config(write(tmp_path, MINIMAL + f"mqtt: {{url: 'mqtts://[::1]', password_file: {secret}}}\n"))
+    assert loaded.config.mqtt is not None and loaded.config.mqtt.password_file == str(secret)
+
+
+@pytest.mark.parametrize(("listen", "fragment"), [
+    ("127.0.0.1:99999", "port 99999 is out of range"),
+    ("0.0.0.0:9100", "loopback only"),
+    ("9100", "expected 127.0.0.1:PORT"),
+])
+def test_prometheus_listen_address(tmp_path: Path, listen: str, fragment: str) -> None:
+    found = problems(write(tmp_path, MINIMAL + f"prometheus: '{listen}'\n"))
+    assert len(found) == 1 and "agent.yaml:2: prometheus:" in found[0] and fragment in found[0], found
+
+
+def test_two_buses_on_one_serial_port_even_through_a_link(tmp_path: Path) -> None:
+    tty = tmp_path / "ttyUSB0"
+    tty.touch()
+    (tmp_path / "by-id").symlink_to(tty)
+    found = problems(write(tmp_path, MINIMAL + textwrap.dedent(f"""\
+        buses:
+          - {{name: line1, url: "rtu://{tty}?baudrate=9600"}}
+          - {{name: meters, url: "dlt645://{tmp_path}/by-id"}}
+        """)))
+    assert found == [f"{tmp_path}/agent.yaml:4: buses[1].url: serial port {tty} is already bus 'line1': "
+                     "put the devices behind it on that one bus"]
+
+
+@pytest.mark.parametrize("second", ["tcp://GW.example:502", "tcp://gw.example", "rtu+tcp://gw.example:502"])
+def test_two_buses_to_one_tcp_endpoint(tmp_path: Path, second: str) -> None:
+    found = problems(write(tmp_path, MINIMAL + textwrap.dedent(f"""\
+        buses:
+          - {{name: plant, url: "tcp://gw.example:502"}}
+          - {{name: plant2, url: "{second}"}}
+        """)))
+    host = second.split("//")[1].split(":")[0].lower()
+    assert found == [f"{tmp_path}/agent.yaml:4: buses[1].url: TCP endpoint {host}:502 "
+                     "is already bus 'plant': put the devices behind it on that one bus"]
+
+
+def test_distinct_endpoints_and_ports_are_fine(tmp_path: Path) -> None:
+    loaded = load_config(write(tmp_path, MINIMAL + textwrap.dedent("""\
+        buses:
+          - {name: a, url: "tcp://gw.example:502"}
+          - {name: b, url: "tcp://gw.example:503"}
+          - {name: c, url: "rtu:///dev/ttyUSB0"}
+          - {name: d, url: "rtu:///dev/ttyUSB1"}
+        """)))
+    assert len(loaded.config.buses) == 4
+
+
+def test_unknown_bus_scheme_lists_the_known_ones(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, MINIMAL + "buses: [{name: a, url: 'modbus://gw:502'}]\n"))
+    assert len(found) == 1 and "unknown scheme 'modbus'" in found[0] and "use tcp://, rtu://, rtu+tcp://" in found[0]
+    assert "^" not in found[0]  # no regular expression shown to the operator
+
+
+POINTS_HEAD = """\
+    vendor: T
+    model: t
+    source: test
+    points:
+"""
+
+
+@pytest.mark.parametrize(("points", "expected"), [
+    ("  a: {address: 100, type: f32}\n  b: {address: 101, type: f32}\n",
+     "points.b.address: b (101..102) reads registers overlapping a (100..101)"),
+    ("  a: {address: 100, type: u64}\n  b: {address: 103}\n", "b (103..103) reads registers overlapping a (100..103)"),
+    ("  a: {address: 100, type: f32}\n  b: {address: 100, type: f32}\n",
+     "b (100..101) reads the same registers as a (100..101)"),
+    ("  a: {address: 0, type: string, length: 8}\n  b: {address: 7}\n", "b (7..7) reads registers overlapping a"),
+])
+def test_overlapping_registers_in_a_profile(write_profile, points: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+    lib = write_profile("test/overlap", POINTS_HEAD + textwrap.indent(points, "    "))
+    with pytest.raises(ConfigError) as caught:
+        lib.load("test/overlap")
+    assert any(expected in str(p) for p in caught.value.problems), [str(p) for p in caught.value.problems]
+
+
+@pytest.mark.parametrize("points", [
+    "  a: {address: 100, type: f32}\n  b: {address: 102, type: f32}\n",  # adjacent
+    "  status: {address: 5, type: enum, values: {0: idle, 1: running}}\n  status_bits: {address: 5, type: u16}\n",
+    "  a: {address: 100, register: input}\n  b: {address: 100, register: holding}\n",  # other tables
+    "  a: {address: 0, model: [101]}\n  b: {address: 0, model: [103]}\n",  # SunSpec offsets in other models
+])
+def test_registers_that_may_share_addresses(write_profile, points: str) -> None:  # type: ignore[no-untyped-def]
+    extra = "    discovery: sunspec\n" if "model:" in points else ""
+    lib = write_profile("test/fine", POINTS_HEAD.replace("    points:\n", extra + "    points:\n")
+                        + textwrap.indent(points, "    "))
+    assert len(lib.load("test/fine").points) == 2
+
+
+def test_every_shipped_profile_still_loads(library: ProfileLibrary) -> None:
+    refs = library.available()
+    assert len(refs) > 10
+    for ref in refs:
+        library.load(ref)
+
+
+def test_a_form_is_said_in_words_not_as_a_regular_expression(tmp_path: Path, write_profile) -> None:  # type: ignore[no-untyped-def]
+    found = problems(write(tmp_path, "gateway: {id: 'gw 1', site: s}\n"))
+    assert found == [f"{tmp_path}/agent.yaml:1: gateway.id: expected letters, digits, '.', '_' and '-', starting "
+                     "with a letter or digit (got 'gw 1')"]
+    lib = write_profile("test/proto", POINTS_HEAD.replace("    points:\n", "    protocol: modbus-tcp\n    points: {}\n"))
+    with pytest.raises(ConfigError) as caught:
+        lib.load("test/proto")
+    assert [p.message for p in caught.value.problems] == [
+        "expected one of: modbus, dlt645, cjt188 (got 'modbus-tcp')"]
+
+
+def test_max_packet_size_is_a_size_of_at_least_256_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("topic_prefix: park}", "topic_prefix: park,\n       max_packet_size: 128KiB}"))
+    assert load_config(path).config.mqtt.max_packet_size == 128 * 1024
+    assert load_config(write(tmp_path, GOOD, "ok.yaml")).config.mqtt.max_packet_size is None  # the default
+    small = write(tmp_path, GOOD.replace("topic_prefix: park}", "topic_prefix: park,\n       max_packet_size: 100}"),
+                  "small.yaml")
+    (problem,) = problems(small)
+    assert problem == f"{small}:10: mqtt.max_packet_size: Input should be greater than or equal to 256"

@@ -171,3 +171,9 @@ def test_what_came_back_is_kept_when_no_answer_arrives() -> None:
     receiver = Receiver(dlt645.SHAPE, lambda f: dlt645.answer(f, METER, ENERGY))
     assert receiver.feed(BAD_CHECKSUM) is None
     assert receiver.unexplained == BAD_CHECKSUM[4:]
+
+
+@pytest.mark.parametrize("after", [b"\x00", b"\x68\x16", b"\x55" * 5])
+def test_noise_after_the_answer_in_the_same_read(after: bytes) -> None:
+    receiver = Receiver(dlt645.SHAPE, lambda f: dlt645.answer(f, METER, ENERGY))
+    assert receiver.feed(b"\x00\xfe\xfe" + ANSWER + after) == Answer(METER, value=VALUE)

@@ -68,7 +68,7 @@ def test_a_valid_meter_config(tmp_path: Path) -> None:
     ('{id: m, bus: elec, address: 000000123456, profile: dlt645/three-phase}', "devices[0].address",
      "write the meter address in quotes"),
     ('{id: m, bus: elec, address: "00000012345X", profile: dlt645/three-phase}', "devices[0].address",
-     "String should match pattern"),
+     "expected digits only (got '00000012345X')"),
 ])
 def test_wrong_combinations_are_located(tmp_path: Path, entry: str, where: str, message: str) -> None:
     path = write(tmp_path, HEADER + f"      - {entry}\n")

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from agent.codec import DecodedReading, Header, WireSchema, decode, decode_header
+from agent.codec import DecodedReading, Header, SchemaAssembler, WireSchema, decode, decode_header, schema_topic
 from agent.mqtt import Endpoint, Message, Subscriber
 
 
@@ -22,6 +22,7 @@ class Platform:
         self.events: list[dict[str, Any]] = []
         self.metrics: list[dict[str, Any]] = []
         self.schema: str | None = None
+        self._schema_parts = SchemaAssembler()  # the schema may come in parts (a broker's small packet limit)
         self.lock = threading.Lock()
         endpoint = Endpoint("127.0.0.1", port, client_id=client_id, keepalive=5)
         self.subscriber = Subscriber(endpoint, topic, self._on_message, session_expiry=3600, tls_options=tls or None)
@@ -39,8 +40,10 @@ class Platform:
                 self.events.append(json.loads(message.payload))
             elif leaf == "metrics":
                 self.metrics.append(json.loads(message.payload))
-            elif leaf == "schema":
-                self.schema = message.payload.decode()
+            elif (where := schema_topic(message.topic)) is not None:
+                text = self._schema_parts.add(where[1], bytes(message.payload))
+                if text is not None:
+                    self.schema = text
 
     @property
     def payloads(self) -> list[bytes]:

@@ -31,7 +31,7 @@ it had open are re-read from the new state on the next open (no `keep_cache`, ze
 entry timeouts).
 
 Use: `with PowerCutFS(backing, mountpoint) as fs: ...; proc.kill(); proc.wait(); fs.cut("torn")`.
-The file system runs in a child process (`python -m hil.powercut BACKING MOUNTPOINT`) driven over
+The file system runs in a child process (`python -m testkit.powercut BACKING MOUNTPOINT`) driven over
 its stdin/stdout: `cut MODE SEED`, `stats`. Needs libfuse 3 (Debian `fuse3`), `mfusepy`, and
 /dev/fuse with the right to mount (root).
 """
@@ -554,7 +554,7 @@ class PowerCutFS:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-        self._proc = subprocess.Popen([sys.executable, "-m", "hil.powercut", str(self.backing), str(self.mountpoint),
+        self._proc = subprocess.Popen([sys.executable, "-m", "testkit.powercut", str(self.backing), str(self.mountpoint),
                                        *(["--strict"] if self.strict else [])],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
         assert self._proc.stdout is not None
@@ -608,5 +608,6 @@ class PowerCutFS:
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if a != "--strict"]
     if len(args) != 2:
-        sys.exit("usage: python -m hil.powercut BACKING_DIR MOUNTPOINT [--strict] (commands on stdin: cut MODE SEED, stats)")
+        sys.exit("usage: python -m testkit.powercut BACKING_DIR MOUNTPOINT [--strict]"
+                 " (commands on stdin: cut MODE SEED, stats)")
     serve(args[0], args[1], strict="--strict" in sys.argv)

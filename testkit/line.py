@@ -15,11 +15,16 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable
 
 
 class PacedLine:
-    def __init__(self, baudrate: int = 9600, bits_per_byte: int = 10) -> None:
+    def __init__(self, baudrate: int = 9600, bits_per_byte: int = 10,
+                 noise: Callable[[bytes], bytes] | None = None) -> None:
+        """`noise`: applied to what the devices send (an answer, as one chunk) before it crosses the
+        line, e.g. a 0x00 in front as an auto-direction RS-485 converter emits when it turns on."""
         self.byte_time = bits_per_byte / baudrate
+        self.noise = noise
         self._agent_master, agent_slave = os.openpty()
         self._device_master, device_slave = os.openpty()
         for fd in (agent_slave, device_slave):
@@ -45,6 +50,8 @@ class PacedLine:
                     data = os.read(fd, 4096)
                 except OSError:
                     continue
+                if fd == self._device_master and self.noise is not None:
+                    data = self.noise(data)
                 start = max(time.monotonic(), self._busy_until)
                 self._busy_until = start + len(data) * self.byte_time
                 delay = self._busy_until - time.monotonic()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from hil.broker import free_port
+from testkit.broker import free_port
 
 
 class BlackHoleProxy:
