@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 
-from bench import buffer, bus, daemon, latency, meters, outage, payload, planner, throughput
+from bench import buffer, bus, daemon, footprint, latency, meters, outage, payload, planner, throughput
 from bench.report import Figure
 
 SUITES = {"planner": planner.run, "bus": bus.run, "payload": payload.run, "buffer": buffer.run, "outage": outage.run,
-          "daemon": daemon.run, "throughput": throughput.run, "meters": meters.run, "latency": latency.run}
+          "daemon": daemon.run, "throughput": throughput.run, "meters": meters.run, "latency": latency.run,
+          "footprint": footprint.run}
 
 
 def main() -> int:
