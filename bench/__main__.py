@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
-from bench import buffer, bus, daemon, footprint, latency, meters, outage, payload, planner, throughput
+from bench import buffer, bus, daemon, footprint, latency, meters, outage, payload, planner, storm, throughput
 from bench.report import Figure
 
 SUITES = {"planner": planner.run, "bus": bus.run, "payload": payload.run, "buffer": buffer.run, "outage": outage.run,
           "daemon": daemon.run, "throughput": throughput.run, "meters": meters.run, "latency": latency.run,
-          "footprint": footprint.run}
+          "footprint": footprint.run, "storm": storm.run}
 
 
 def main() -> int:
