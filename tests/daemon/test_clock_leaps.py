@@ -65,8 +65,10 @@ class FakeWall:
         self.offset = offset
 
     def env(self) -> dict[str, str]:
+        # FORCE_MONOTONIC_FIX=0: its wrapper of condition waits cost the agent a third of a core (the
+        # monotonic clock is not faked here, so there is nothing for it to fix)
         return {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(self.path),
-                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_FORCE_MONOTONIC_FIX": "0"}
 
 
 def test_leaps_and_suspends_cost_one_clock_jump_each_and_polls_go_on_aligned(sim: SimThread, broker: Broker,
@@ -143,12 +145,15 @@ def test_leaps_and_suspends_cost_one_clock_jump_each_and_polls_go_on_aligned(sim
     assert all(e["count"] > 0 for e in skipped), skipped
     assert sum(e["count"] for e in skipped) <= DEVICES * 30, skipped
     # after each leap the polls run on wall-clock multiples of the new clock. Each leap carries half a
-    # second, so polls left on the old clock's multiples would sit at 500 ms or later; polls a loaded
-    # machine starts late (libfaketime costs CPU) add a few hundred ms to some.
+    # second, so polls left on the old clock's multiples would all sit at 500 ms past a second or
+    # later. A loaded machine (libfaketime costs CPU) starts some polls late, which only adds: the
+    # earliest poll of each device tells its alignment.
     for (what, at, offset), following in zip(steps, [s[1] for s in steps[1:]] + [time.time()], strict=True):
         if what.startswith("stopped"):
             continue  # no new clock
-        phases = sorted(r.ts % 1000 for r in platform.readings()
-                        if r.point == "voltage_l1" and at + offset + 1.5 < r.ts / 1000 < following + offset)
-        assert len(phases) >= DEVICES, what
-        assert phases[len(phases) // 2] < 400, (what, phases)
+        phases: dict[str, list[int]] = {}
+        for r in platform.readings():
+            if r.point == "voltage_l1" and at + offset + 1.5 < r.ts / 1000 < following + offset:
+                phases.setdefault(r.device, []).append(r.ts % 1000)
+        assert len(phases) == DEVICES, (what, phases)
+        assert all(min(p) < 250 for p in phases.values()), (what, phases)
