@@ -47,7 +47,7 @@ def _back_figures(quick: bool) -> list[Figure]:
         label = f"{outage / 60:g} min"
         figures.append(Figure(f"first delivery after a {label} broker outage", back, "s", 5.0,
                               note="from the broker accepting connections again to the first batch at a subscriber"
-                                   + ("; --quick: the 10 min outage runs without it" if quick else "")))
+                                   + ("; the 10 min outage runs without --quick" if quick else "")))
     return figures
 
 
