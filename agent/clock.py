@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -35,10 +36,22 @@ class _Timex(ctypes.Structure):
                 ("padding", ctypes.c_int * 11)]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """Looked up once: `find_library` runs `ldconfig -p` as a child process, and the clock is asked
+    every tick (that was most of the agent's CPU between polls)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
 def kernel_synchronized() -> bool | None:
     """True/False from adjtimex(2), None when it cannot be asked."""
+    libc = _libc()
+    if libc is None:
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         timex = _Timex()
         state = libc.adjtimex(ctypes.byref(timex))
     except (OSError, AttributeError):

@@ -60,7 +60,9 @@ class DeliveryCore:
     def reconnect_delay(self) -> float:
         """After a failed or lost session: how long to wait before the next attempt."""
         self.failures += 1
-        delay = min(self.backoff_max, self.backoff_min * 2 ** (self.failures - 1))
+        # the exponent stops growing once past the cap: after 1,024 failures (17 hours at 60 s) 2 ** n
+        # is no float, and the OverflowError ended the publisher: nothing was delivered after the outage
+        delay = min(self.backoff_max, self.backoff_min * 2.0 ** min(self.failures - 1, 64))
         return delay * self.jitter(0.5, 1.0)
 
     # ------------------------------------------------------------------ the window

@@ -121,8 +121,8 @@ class Poller:
         for state in self._devices.values():
             state.ticks.restart()
         for job in self._scheduler.get_jobs():
-            if isinstance(job.trigger, AlignedTrigger):
-                job.reschedule(AlignedTrigger(job.trigger.interval))
+            if isinstance(job.trigger, AlignedTrigger):  # the seal job keeps its offset after the window
+                job.reschedule(AlignedTrigger(job.trigger.interval, offset=job.trigger.offset))
 
     async def stop(self, timeout: float) -> None:
         """No new polls; wait (up to `timeout`) for those in flight, so their readings are sealed."""

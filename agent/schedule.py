@@ -79,7 +79,8 @@ class TickTracker:
             this = self.last + 1
         first = this if self.last is None else self.last + 1
         horizon = tick_ms(this, self.interval)
-        already = sum(1 for t in self.reported if t < horizon)
+        low = tick_ms(first, self.interval)  # only reports of ticks in this gap are in its count
+        already = sum(1 for t in self.reported if low <= t < horizon)
         listed = [t for t in (tick_ms(i, self.interval) for i in range(first, min(this, first + REPORT_AT_MOST)))
                   if t not in self.reported]
         self.reported = {t for t in self.reported if t > horizon}

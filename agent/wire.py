@@ -34,10 +34,14 @@ def point_info(spec: PointSpec, resolution: float | None) -> PointInfo:
 
 def build_schema(gateway: str, devices: Iterable[DeviceSetup]) -> WireSchema:
     infos = []
+    shared: dict[int, tuple[PointInfo, ...]] = {}  # devices of one loaded profile share its point list
     for setup in devices:
-        models = setup.profile.model.points
-        points = tuple(point_info(spec, models[name].resolution) for name, spec in setup.profile.points.items()
-                       if not spec.hidden)
+        points = shared.get(id(setup.profile))
+        if points is None:
+            models = setup.profile.model.points
+            points = shared[id(setup.profile)] = tuple(
+                point_info(spec, models[name].resolution) for name, spec in setup.profile.points.items()
+                if not spec.hidden)
         infos.append(DeviceInfo(setup.config.id, setup.profile.ref, points))
     return WireSchema(gateway, tuple(infos))
 

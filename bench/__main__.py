@@ -6,12 +6,26 @@ import argparse
 import json
 import sys
 
-from bench import buffer, bus, daemon, hostile, latency, meters, outage, payload, planner, resend, throughput
+from bench import (
+    buffer,
+    bus,
+    daemon,
+    footprint,
+    hostile,
+    latency,
+    meters,
+    outage,
+    payload,
+    planner,
+    resend,
+    storm,
+    throughput,
+)
 from bench.report import Figure
 
 SUITES = {"planner": planner.run, "bus": bus.run, "payload": payload.run, "buffer": buffer.run, "outage": outage.run,
           "daemon": daemon.run, "throughput": throughput.run, "meters": meters.run, "latency": latency.run,
-          "hostile": hostile.run, "resend": resend.run}
+          "hostile": hostile.run, "resend": resend.run, "footprint": footprint.run, "storm": storm.run}
 
 
 def main() -> int:

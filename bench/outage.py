@@ -1,5 +1,11 @@
-"""Outage: how fast a gateway catches up after a day without its broker.
+"""Outage: how soon a gateway is back after its broker was away, and how fast it catches up after a day.
 
+Back: the real agent as a process (10 SDM630s on a simulated Modbus TCP server, 1 s polls and
+batches) and a real mosquitto, stopped for 1 minute (and 10 in the long run); measured from the
+moment the restarted broker accepts TCP connections (the bench's own connect loop, 20 ms steps) to
+the first telemetry batch at a subscriber that subscribed as the broker came back.
+
+Catch-up:
 A 24-hour backlog of the reference park (50 meters x 40 points every 10 s, one batch per 10 s:
 8,640 batches of 2,000 readings) is put in the buffer on disk, then a `Publisher` with the
 default window connects to a local mosquitto and drains it: every batch read from SQLite, flagged
@@ -16,6 +22,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.buffer import Ring, SealedBatch, Spool, Store
@@ -29,6 +36,70 @@ DEFAULT_DRAIN_RATE = 50.0
 
 
 def run(quick: bool = False) -> list[Figure]:
+    return _back_figures(quick) + _drain_figures(quick)
+
+
+def _back_figures(quick: bool) -> list[Figure]:
+    outages = [60.0] if quick else [60.0, 600.0]
+    figures = []
+    for outage in outages:
+        back = first_delivery_after(outage)
+        label = f"{outage / 60:g} min"
+        figures.append(Figure(f"first delivery after a {label} broker outage", back, "s", 5.0,
+                              note="from the broker accepting connections again to the first batch at a subscriber"
+                                   + ("; the 10 min outage runs without --quick" if quick else "")))
+    return figures
+
+
+def first_delivery_after(outage_s: float) -> float:
+    """Seconds from the broker accepting TCP connections again to the first telemetry at a subscriber."""
+    import signal
+    import subprocess
+    import sys
+
+    from agent.config import ProfileLibrary
+    from agent.simulate import SimulatedDevice
+    from bench.latency import REPO
+    from bench.latency import _config as latency_config
+    from testkit.platform import Platform
+    from testkit.sims import SimThread
+
+    sim = SimThread()
+    spec, _ = sim.tcp({i + 1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630")) for i in range(10)})
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        (directory / "broker").mkdir()
+        broker = Broker(directory / "broker").start()
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c",
+                                  str(latency_config(directory, spec.port, broker.port, "1s"))],
+                                 cwd=REPO, stderr=subprocess.DEVNULL, env=dict(os.environ))
+        try:
+            before = Platform(broker.port, "park/#", client_id="bench-before")
+            _wait(lambda: bool(before.arrivals), 30)
+            before.close()
+            broker.stop()
+            time.sleep(outage_s)
+            broker.start()
+            up = time.time()
+            after = Platform(broker.port, "park/+/+/telemetry", client_id="bench-after")
+            _wait(lambda: bool(after.arrivals), 60 + outage_s)
+            first = after.arrivals[0][0] if after.arrivals else float("inf")
+            after.close()
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(30)
+            broker.stop()
+    sim.stop()
+    return first - up
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _drain_figures(quick: bool) -> list[Figure]:
     hours = 1 if quick else 24
     hour, schema_json = park_batches(BATCHES_PER_HOUR)
     with tempfile.TemporaryDirectory(prefix="bench-outage-", dir=os.environ.get("BENCH_DIR", "/var/tmp")) as tmp:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian machine or an existing one: OS packages the tests need
 # (socat for pseudo-terminal RS-485 lines, mosquitto for the broker tests, postgresql for the ingest tests, fuse3 for the
-# power-cut tests' file system), then a virtualenv
+# power-cut tests' file system, libfaketime for the clock-leap tests), then a virtualenv
 # in .venv with the agent and its test dependencies. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# the agent's wall clock leaps under libfaketime in tests/daemon/test_clock_leaps.py
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || need_apt+=(libfaketime)
 # PostgreSQL server binaries for the ingest tests (each run starts a private cluster with initdb/pg_ctl);
 # Debian keeps them in /usr/lib/postgresql/<version>/bin, off the PATH
 command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)

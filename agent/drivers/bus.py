@@ -52,7 +52,9 @@ class Backoff:
     cap: float = 30.0
 
     def delay(self, failures: int) -> float:
-        return min(self.cap, self.first * 2 ** max(0, failures - 1))
+        """The exponent stops growing once past the cap: 2 ** 1024 is no float (a bus away for a day
+        failed that many times and its poll raised OverflowError from then on)."""
+        return min(self.cap, self.first * 2.0 ** min(max(0, failures - 1), 64))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.drivers.bus import Backoff, Bus, Outcome
-from agent.drivers.decode import BlockDecoder, Decoded, decode_point, derive, words_of
+from agent.drivers.decode import BlockDecoder, Decoded, block_decoder, decode_point, derive, words_of
 from agent.drivers.health import Health, HealthTracker, proper_answer
 from agent.drivers.plan import Learned, learn_from_split, plan_reads
 from agent.drivers.sunspec import NotSunSpec, SunSpecMap, discover, place
@@ -219,7 +219,7 @@ class DeviceReader:
     def _replan(self) -> None:
         """Plan the reads again (after discovery or a split) and compile a decoder per request."""
         self.plan = plan_reads(self._read_points(), self.timing, self.learned)
-        self._decoders = {request: BlockDecoder(request, [self.points[name] for name in request.points])
+        self._decoders = {request: block_decoder(request, tuple(self.points[name] for name in request.points))
                           for request in self.plan}
 
     def _update_health(self, decoded: Mapping[str, Decoded]) -> Health | None:

@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
+
+if TYPE_CHECKING:  # the servers are for `simulate` and the tests; `run` does not load them
+    from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from agent.drivers.urls import BusSpec, Transport
 from agent.errors import BusError
@@ -68,6 +71,8 @@ class ServerHandle:
 
 async def serve_units(listen: BusSpec, units: Mapping[int, UnitImage], faults: Faults | None = None) -> ServerHandle:
     """Start serving `units` on `listen` (tcp://, rtu+tcp:// or rtu://); returns once it accepts."""
+    from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
     faults = faults or Faults()
     devices = [_sim_device(unit, image) for unit, image in units.items()]
     rtu_framing = listen.transport is not Transport.TCP

@@ -79,6 +79,21 @@ def test_reconnect_backoff_doubles_to_its_ceiling_and_resets_on_a_session() -> N
     assert c.reconnect_delay() == 1.0
 
 
+def test_a_day_of_failed_reconnects_stays_at_the_ceiling() -> None:
+    """A reconnect a minute for 17 hours is 1,025 failures: 2 ** 1024 is no float, and the error it
+    raised ended the publisher, so nothing was delivered after a long outage."""
+    c = core(backoff_min=1.0, backoff_max=60.0)
+    delays = [c.reconnect_delay() for _ in range(24 * 60 * 2)]
+    assert delays[-1] == 60.0 and max(delays) == 60.0
+
+
+@pytest.mark.parametrize(("failures", "delay"), [(0, 1.0), (1, 1.0), (2, 2.0), (6, 30.0), (1025, 30.0), (10**6, 30.0)])
+def test_the_bus_and_device_backoff_stays_at_its_cap_however_many_failures(failures: int, delay: float) -> None:
+    from agent.drivers.bus import Backoff
+
+    assert Backoff(first=1.0, cap=30.0).delay(failures) == delay
+
+
 def test_a_new_session_starts_with_no_flights_and_the_cursor_at_the_start() -> None:
     c = core()
     c.session_started(0.0)

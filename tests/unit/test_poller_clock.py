@@ -53,3 +53,22 @@ def test_a_wall_clock_leap_is_not_reported_as_stalled_polls() -> None:
     assert leapt.count == 0 and leapt.scheduled_ms == []
     stalled = tracker.run(wall + 8 + 30 * 86400, mono + 8)  # a real stall afterwards is still counted
     assert stalled.count == 5
+
+
+def test_realign_after_a_clock_jump_keeps_each_jobs_offset() -> None:
+    """The seal job fires `SEAL_GRACE` after each batch window; a realign must not move it onto the
+    window's end, where it would seal before the window's last polls are in."""
+    import asyncio
+
+    from agent.poller import Poller
+
+    async def scenario() -> list[tuple[float, float]]:
+        poller = Poller(lambda _readings: None, lambda _event: None)
+        poller.every("seal", 10.0, _noop, offset=0.3)
+        poller.start()
+        poller.realign()
+        triggers = [job.trigger for job in poller._scheduler.get_jobs()]
+        await poller.stop(1.0)
+        return [(t.interval, t.offset) for t in triggers if isinstance(t, AlignedTrigger)]
+
+    assert asyncio.run(scenario()) == [(10.0, 0.3)]

@@ -22,6 +22,11 @@ T0 = 1_763_699_400.0  # a multiple of every interval below (900 s included)
     (0.25, [T0, T0 + 0.26, T0 + 1.01], [], [[], [], [500, 750]]),
     # a run late past its successor's start is still the next tick, not a duplicate
     (1.0, [T0 + 0.0, T0 + 2.05, T0 + 2.1], [], [[], [1000], []]),
+    # the scheduler reported a run before the tracker's first (the immediate first poll, missed on a
+    # slow start): it is not subtracted from the gaps the tracker finds (that gave counts of 0 and -1)
+    (1.0, [T0 + 3.2, T0 + 4.1, T0 + 6.3], [-1234], [[], [], [5000]]),
+    # ... nor one from the old clock's schedule, reported after a forward leap restarted the count
+    (1.0, [T0 + 0.1, T0 + 3.2], [-86_400_000], [[], [1000, 2000]]),
 ])
 def test_missed_ticks(interval: float, runs: list[float], reported: list[int], expected: list[list[int]]) -> None:
     tracker = TickTracker(interval)
