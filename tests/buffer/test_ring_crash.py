@@ -14,24 +14,40 @@ CHILD = Path(__file__).with_name("crash_child.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_child_until_killed(directory: Path, seed: int, lifetime: float) -> tuple[set[int], set[int], set[int]]:
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(directory), str(seed)], stdout=subprocess.PIPE,
+def run_child_until_killed(directory: Path, seed: int, lifetime: float,
+                           child: Path = CHILD) -> tuple[set[int], set[int], set[int]]:
+    """Run `child` for `lifetime` seconds after it opened the buffer, kill -9 it: what it printed, as
+    (committed appends, committed acks, acks in doubt)."""
+    proc = subprocess.Popen([sys.executable, str(child), str(directory), str(seed)], stdout=subprocess.PIPE,
                             text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "OPEN", "the child could not open the buffer"
     time.sleep(lifetime)
     proc.kill()
-    # read through the text buffer: communicate(timeout=...) reads the pipe beneath it and would miss
-    # the lines readline() pulled in with "OPEN" (acknowledgements made at once: counted as lost)
+    # read through the same buffered stream: readline() may already hold lines printed right after
+    # OPEN, which communicate(timeout=...) would skip (it reads the descriptor itself). EOF comes
+    # when the killed child's end of the pipe closes.
     out = proc.stdout.read()
     proc.stdout.close()
-    proc.wait(10)
+    proc.wait(timeout=10)
     sets: dict[str, set[int]] = {"C": set(), "A": set(), "a": set()}
     for line in out.splitlines():
         kind, _, seq = line.partition(" ")
         if kind in sets and seq.isdigit():  # the last line may be cut by the kill
             sets[kind].add(int(seq))
     return sets["C"], sets["A"], sets["a"] - sets["A"]
+
+
+def test_lines_printed_with_open_are_counted(tmp_path: Path) -> None:
+    """A child that prints its first outcomes in the same write as OPEN (a parent slowed by CPU load
+    reads them in one go): none of them may be missed, or a missed ack reads as a lost batch."""
+    child = tmp_path / "child.py"
+    child.write_text("import sys, time\n"
+                     "sys.stdout.write('OPEN\\nC 1\\nC 2\\na 1\\nA 1\\na 2\\n')\n"
+                     "sys.stdout.flush()\n"
+                     "time.sleep(60)\n")
+    committed, acked, in_doubt = run_child_until_killed(tmp_path, 0, 0.0, child)
+    assert (committed, acked, in_doubt) == ({1, 2}, {1}, {2})
 
 
 def test_kill_loop(tmp_path: Path, long_mode: bool) -> None:
