@@ -18,10 +18,15 @@ malformed answer as "no answer". Here, per request:
   request, or 1.5 times the slowest answer this unit has given if that is longer (late answers
   seen in the window, and input still pending before the next request after a timeout, count),
   and at most LATE_WINDOW s past the timeout: a unit whose answers straggle teaches the window to
-  cover them. A silent unit therefore costs an RTU line three times its timeout per request,
-  which the device's offline backoff keeps rare. A unit that answers later still than the window
-  can still have its answer taken for the next request of the same shape: RTU frames carry no
-  transaction id; its timeout must be raised (the error says how late it answered).
+  cover them. A window in which nothing at all was heard marks the unit silent (dead, unplugged):
+  its next timeouts skip the window, so a dead unit costs its line one timeout per request, as
+  before, and never starves its neighbours; only a request to that same unit within the window
+  waits for the window's end (then drains), so its late answer still cannot be taken; anything
+  heard from it again (an answer, a late one, input pending before the next request) re-arms the
+  window.
+  A unit that answers later still than the window can still have its answer taken for the next
+  request of the same shape: RTU frames carry no transaction id; its timeout must be raised (the
+  error says how late it answered).
 
 The pymodbus server stays in pymodbus_adapter.py (simulator and tests).
 """
@@ -51,11 +56,14 @@ class ModbusClient:
         self.listen_late = listen_late
         self.late_answers = 0  # answers that arrived after their timeout, and were discarded
         self.discarded_bytes = 0  # bytes drained before requests: late answers, noise
+        self.late_windows = 0  # late-answer windows listened to (a silent unit gets one, then none)
         self._connect_timeout = max(timeout, 3.0)
         self._stream: Stream | None = None
         self._tid = 0
         self._slowest: dict[int, float] = {}  # unit -> its slowest answer seen, seconds after the request
         self._unanswered: tuple[int, float] | None = None  # (unit, sent) of the last request that timed out
+        self._silent: set[int] = set()  # units whose last late-answer window heard nothing: no window for them
+        self._quiet_until: dict[int, float] = {}  # silent unit -> end of its window: its next request waits for it
 
     @property
     def connected(self) -> bool:
@@ -82,6 +90,9 @@ class ModbusClient:
             raise BusError(f"{self.spec}: not connected")
         self._tid = (self._tid + 1) & 0xFFFF
         read = Read(unit, frames.FUNCTIONS[kind], start, count, self._tid)
+        wait = self._quiet_until.pop(unit, 0.0) - time.monotonic()
+        if wait > 0:  # a silent unit asked again within its late-answer window: let a late answer land first
+            time.sleep(wait)
         try:
             self._drain(stream)
             request = frames.rtu_request(read) if self.rtu else frames.tcp_request(read)
@@ -109,9 +120,15 @@ class ModbusClient:
                 raise FrameError(f"unit {read.unit}: {found.reason}; received {frames.show(buf)}")
             if found is not None:
                 self._note_latency(read.unit, time.monotonic() - sent)
+                self._silent.discard(read.unit)
                 return found
-        if self.rtu and self.listen_late:
-            self._late_window(stream, read, sent, timeout, buf)
+        if self.rtu:
+            self._unanswered = (read.unit, sent)
+            if self.listen_late:
+                if buf or read.unit not in self._silent:
+                    self._late_window(stream, read, sent, timeout, buf)
+                else:  # silent: the window is not spent on the line, only this unit waits it out
+                    self._quiet_until[read.unit] = sent + self._window(read.unit, timeout)
         if buf.startswith(request):  # a 2-wire adapter that hears itself: our echo is not an answer
             buf = buf[len(request):]
         if buf:
@@ -123,9 +140,9 @@ class ModbusClient:
         """Listen past the timeout so a late answer is not left on the line for the next request:
         RTU answers carry no transaction id, and one of the same shape would be taken for its
         answer. Everything heard is discarded; a late answer of ours is reported as such."""
-        self._unanswered = (read.unit, sent)
-        listen = max(3 * timeout, 1.5 * self._slowest.get(read.unit, 0.0))
-        window_end = sent + min(listen, timeout + LATE_WINDOW)
+        self.late_windows += 1
+        self._silent.discard(read.unit)
+        window_end = sent + self._window(read.unit, timeout)
         late = b""
         while (remaining := window_end - time.monotonic()) > 0:
             late += stream.read(remaining)
@@ -136,6 +153,12 @@ class ModbusClient:
                 raise DeviceTimeout(f"unit {read.unit}: answered {time.monotonic() - sent:.2f} s after the "
                                     f"request, later than its {timeout:g} s timeout (answer discarded)")
         self.discarded_bytes += len(late)
+        if not buf and not late:
+            self._silent.add(read.unit)  # nothing at all: dead, not late; its next timeouts skip the window
+
+    def _window(self, unit: int, timeout: float) -> float:
+        """How long after a request its late answer is waited for, seconds."""
+        return min(max(3 * timeout, 1.5 * self._slowest.get(unit, 0.0)), timeout + LATE_WINDOW)
 
     def _drain(self, stream: Stream) -> None:
         """Discard pending input. Input pending after a timeout is that unit answering later than
@@ -145,6 +168,7 @@ class ModbusClient:
         if dropped and self._unanswered is not None and self.rtu:
             unit, sent = self._unanswered
             self._note_latency(unit, time.monotonic() - sent)
+            self._silent.discard(unit)  # it answered after all, later than the window
         self._unanswered = None
 
     def _note_latency(self, unit: int, seconds: float) -> None:

@@ -290,3 +290,37 @@ def test_a_unit_answering_late_on_a_serial_line_is_reported_late(sim: SimThread,
         line.close()
     assert {r.quality for r in readings} == {Quality.TIMEOUT}
     assert all("later than its 0.2 s timeout (answer discarded)" in e for e in errors), errors
+
+
+def test_a_dead_unit_costs_one_window_then_none_and_a_late_one_rearms_it(hostile) -> None:  # type: ignore[no-untyped-def]
+    """A window that heard nothing marks the unit silent: its next timeouts skip the window (a dead
+    meter must not hold an RS-485 line three timeouts per request and starve its neighbours);
+    anything heard from it again re-arms the window."""
+    from agent.drivers.client import ModbusClient
+    from agent.errors import DeviceTimeout
+    from agent.types import RegisterKind
+
+    answering = {"late": False}
+
+    def respond(read: Read) -> Chunks:
+        return [(TIMEOUT * 1.5, honest_rtu(read))] if answering["late"] else []
+
+    server = hostile(respond)
+    client = ModbusClient(BusSpec(Transport.RTU_OVER_TCP, "127.0.0.1", server.port), timeout=TIMEOUT)
+    client.connect()
+    try:
+        for _ in range(3):
+            with pytest.raises(DeviceTimeout):
+                client.read(RegisterKind.HOLDING, 1, 0, 2, TIMEOUT)
+        assert client.late_windows == 1  # silent: one window, then none
+        answering["late"] = True
+        with pytest.raises(DeviceTimeout, match="no answer within"):  # no window: the line is free at once
+            client.read(RegisterKind.HOLDING, 1, 0, 2, TIMEOUT)
+        assert client.late_windows == 1
+        # asked again at once: it waits out the window, drains the late answer (never taken for this
+        # request's), and the unit, heard again, gets its window back
+        with pytest.raises(DeviceTimeout, match=r"later than its 0\.2 s timeout"):
+            client.read(RegisterKind.HOLDING, 1, 0, 2, TIMEOUT)
+        assert client.late_windows == 2
+    finally:
+        client.close()
