@@ -20,22 +20,10 @@ from pathlib import Path
 
 from bench.daemon import _proc_stat
 from bench.report import Figure
-from bench.workload import PROFILES, REFERENCE_METER, library
+from bench.workload import REFERENCE_METER, library, park_config
 
 REPO = Path(__file__).resolve().parents[1]
 METER20 = "eastron/sdm630"  # 21 float32 points: the peer comparison's meter
-
-
-def _config(directory: Path, modbus_port: int, mqtt_port: int, devices: int, ref: str, interval: str) -> Path:
-    lines = ["gateway: {id: gw-bench, site: bench}", f'profiles_dirs: ["{PROFILES}"]',
-             f'buses: [{{name: plant, url: "tcp://127.0.0.1:{modbus_port}"}}]', "devices:"]
-    lines += [f"  - {{id: meter-{i:03d}, bus: plant, unit: {i + 1}, profile: {ref}, interval: {interval}}}"
-              for i in range(devices)]
-    lines.append(f'mqtt: {{url: "mqtt://127.0.0.1:{mqtt_port}", topic_prefix: park, batch_interval: 1s}}')
-    lines.append(f'buffer: {{path: "{directory}/buf", max_bytes: 64MiB, min_free_bytes: 1MiB}}')
-    path = directory / "agent.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def measure(devices: int, ref: str, interval_s: int, warm_up: float, window: float) -> tuple[float, float, int]:
@@ -55,7 +43,7 @@ def measure(devices: int, ref: str, interval_s: int, warm_up: float, window: flo
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(notify))
         sock.settimeout(30)
-        config = _config(directory, spec.port, broker.port, devices, ref, f"{interval_s}s")
+        config = park_config(directory, spec.port, broker.port, devices, ref, f"{interval_s}s")
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], cwd=REPO,
                                  stderr=subprocess.DEVNULL, env={**os.environ, "NOTIFY_SOCKET": str(notify)})
         try:

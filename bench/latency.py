@@ -18,21 +18,10 @@ import time
 from pathlib import Path
 
 from bench.report import Figure
+from bench.workload import park_config
 
 REPO = Path(__file__).resolve().parents[1]
 METERS = 10
-
-
-def _config(directory: Path, modbus_port: int, mqtt_port: int, batch: str) -> Path:
-    lines = ["gateway: {id: gw-bench, site: bench}", f'buses: [{{name: plant, url: "tcp://127.0.0.1:{modbus_port}"}}]',
-             "devices:"]
-    lines += [f"  - {{id: meter-{i:02d}, bus: plant, unit: {i + 1}, profile: eastron/sdm630, interval: 1s}}"
-              for i in range(METERS)]
-    lines.append(f'mqtt: {{url: "mqtt://127.0.0.1:{mqtt_port}", topic_prefix: park, batch_interval: {batch}}}')
-    lines.append(f'buffer: {{path: "{directory}/buf", max_bytes: 64MiB, min_free_bytes: 1MiB}}')
-    path = directory / "agent.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _one_run(batch_s: int, seconds: float) -> dict[str, float]:
@@ -50,7 +39,7 @@ def _one_run(batch_s: int, seconds: float) -> dict[str, float]:
         (directory / "broker").mkdir()
         broker = Broker(directory / "broker").start()
         platform = Platform(broker.port, "park/#", client_id="bench-latency")
-        config = _config(directory, spec.port, broker.port, f"{batch_s}s")
+        config = park_config(directory, spec.port, broker.port, METERS, batch=f"{batch_s}s")
         spawned = time.time()
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config)], cwd=REPO,
                                  stderr=subprocess.DEVNULL, env=dict(os.environ))

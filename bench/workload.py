@@ -105,3 +105,18 @@ def park_batches(count: int, gateway: str = "gw-bench") -> tuple[list[bytes], st
         assert sealed is not None
         payloads.append(sealed.encode(schema))
     return payloads, schema.to_json()
+
+
+def park_config(directory: Path, modbus_port: int, mqtt_port: int, devices: int, profile: str = "eastron/sdm630",
+                interval: str = "1s", batch: str = "1s") -> Path:
+    """An agent.yaml for `devices` meters of `profile` on one simulated Modbus TCP endpoint (units 1..N)
+    and a broker on loopback: the park the process benchmarks run `edge-agent run` on."""
+    lines = ["gateway: {id: gw-bench, site: bench}", f'profiles_dirs: ["{PROFILES}"]',
+             f'buses: [{{name: plant, url: "tcp://127.0.0.1:{modbus_port}"}}]', "devices:"]
+    lines += [f"  - {{id: meter-{i:03d}, bus: plant, unit: {i + 1}, profile: {profile}, interval: {interval}}}"
+              for i in range(devices)]
+    lines.append(f'mqtt: {{url: "mqtt://127.0.0.1:{mqtt_port}", topic_prefix: park, batch_interval: {batch}}}')
+    lines.append(f'buffer: {{path: "{directory}/buf", max_bytes: 64MiB, min_free_bytes: 1MiB}}')
+    path = directory / "agent.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

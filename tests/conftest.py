@@ -20,6 +20,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +28,9 @@ from agent import threads
 from agent.config import ProfileLibrary
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from testkit.sims import SimThread
+
+if TYPE_CHECKING:
+    from testkit.powercut import PowerCutFS
 
 threads.set_checking(True)
 
@@ -95,3 +99,16 @@ def write_profile(profile_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def library() -> ProfileLibrary:
     return ProfileLibrary()
+
+
+@pytest.fixture
+def powercut_fs(tmp_path: Path) -> Iterator[PowerCutFS]:
+    """The power-cut file system (testkit/powercut.py) mounted on tmp_path/mnt over tmp_path/disk;
+    where FUSE cannot run the test fails and says why (CI runs as root with /dev/fuse)."""
+    from testkit.powercut import PowerCutFS
+
+    problem = PowerCutFS.unavailable()
+    if problem:
+        pytest.fail(f"the power-cut file system cannot run here: {problem}")
+    with PowerCutFS(tmp_path / "disk", tmp_path / "mnt") as fs:
+        yield fs

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,14 +31,6 @@ from testkit.powercut import MODES, CrashModel, PowerCutFS
 CHILD = Path(__file__).with_name("powercut_child.py")
 REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture
-def powercut_fs(tmp_path: Path) -> Iterator[PowerCutFS]:
-    problem = PowerCutFS.unavailable()
-    if problem:
-        pytest.fail(f"the power-cut file system cannot run here: {problem}")
-    with PowerCutFS(tmp_path / "disk", tmp_path / "mnt") as fs:
-        yield fs
 
 
 # ------------------------------------------------------------------ the model alone (no FUSE)

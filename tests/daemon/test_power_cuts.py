@@ -15,7 +15,6 @@ import random
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +25,6 @@ from testkit.powercut import MODES, PowerCutFS
 from tests.conftest import SimThread
 from tests.daemon.test_run import Platform, start_agent, write_config
 from tests.daemon.test_storage_faults import events, missing_seconds, seconds_of, serve_meter, stop
-
-
-@pytest.fixture
-def powercut_fs(tmp_path: Path) -> Iterator[PowerCutFS]:
-    problem = PowerCutFS.unavailable()
-    if problem:
-        pytest.fail(f"the power-cut file system cannot run here: {problem}")
-    with PowerCutFS(tmp_path / "disk", tmp_path / "mnt") as fs:
-        yield fs
 
 
 def restart_gaps(platform: Platform) -> list[tuple[int, int]]:
