@@ -2,7 +2,7 @@
 readings per second on a noisy line (a 0x00 before each answer, as auto-direction RS-485
 converters emit; or a few random bytes before and after each answer).
 
-The server (hil/hostile.py) answers every register with its own address, so a value read under
+The server (testkit/hostile.py) answers every register with its own address, so a value read under
 the wrong block is caught exactly. `python -m bench.hostile` prints the figures; the same script
 ran against the pymodbus client measures "before".
 """

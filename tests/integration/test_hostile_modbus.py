@@ -1,6 +1,6 @@
 """Modbus against servers that answer late, behind line noise, or with crafted bytes.
 
-Every honest answer carries registers whose value is their own address (hil/hostile.py), so a
+Every honest answer carries registers whose value is their own address (testkit/hostile.py), so a
 value published under another block's name is caught exactly. Nothing is mocked: DeviceReader ->
 Bus -> our client -> TCP socket or PTY -> hostile server, or a pymodbus server behind a noisy line.
 """
