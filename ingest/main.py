@@ -8,11 +8,11 @@ import os
 import socket
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 
 from agent import log as logging_setup
+from agent.config.broker import parse_broker_url
 from ingest.service import Ingest, IngestSettings
 from ingest.store import Store
 from ingest.subscriber import BrokerSettings
@@ -23,12 +23,13 @@ class UsageError(ValueError):
 
 
 def broker_settings(args: argparse.Namespace) -> BrokerSettings:
-    url = urlsplit(args.broker)
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise UsageError(f"--broker {args.broker!r}: expected mqtt://host[:1883] or mqtts://host[:8883]")
+    try:
+        address = parse_broker_url(args.broker)  # the agent's rules: mqtt(s)://HOST[:PORT], no credentials
+    except ValueError as exc:
+        raise UsageError(f"--broker (mqtt://host[:port] or mqtts://host[:port]): {exc}") from None
     password = Path(args.password_file).read_text().strip() if args.password_file else None
     return BrokerSettings(
-        host=url.hostname, port=url.port or (8883 if url.scheme == "mqtts" else 1883), tls=url.scheme == "mqtts",
+        host=address.host, port=address.port, tls=address.tls,
         ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file, username=args.username,
         password=password, prefix=args.prefix, group=args.group, shared=not args.exclusive,
         client_id=args.client_id or f"ingest-{socket.gethostname()}", session_expiry=args.session_expiry,
