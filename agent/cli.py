@@ -175,9 +175,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.config.isolated import PendingConfig
+
+    pending = PendingConfig(args.config)  # the child validates while this process imports the daemon
     from agent.daemon import run
 
-    return run(args.config)
+    return run(pending)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

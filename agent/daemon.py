@@ -35,7 +35,8 @@ from agent import __version__, log, threads
 from agent.assembly import Assembler
 from agent.buffer import Spool, Store
 from agent.clock import ClockWatch
-from agent.config import LoadedConfig, load_config
+from agent.config import LoadedConfig
+from agent.config.isolated import PendingConfig, load_config_isolated
 from agent.config.models import prometheus_address
 from agent.drivers.health import Health
 from agent.errors import ConfigError
@@ -282,7 +283,7 @@ class Agent:
     async def reload(self) -> None:
         """Apply a valid new config; keep running on the old one if it is not."""
         try:
-            loaded = await asyncio.to_thread(load_config, self.config_path)
+            loaded = await asyncio.to_thread(load_config_isolated, self.config_path)
         except ConfigError as exc:
             self._reload_failed([str(p) for p in exc.problems])
             return
@@ -343,10 +344,12 @@ class Agent:
                        round(self._loop_lag_max * 1000, 1), _rss_kb())
 
 
-def run(config_path: str) -> int:
-    """`edge-agent run`: a config that does not load is refused before anything starts."""
+def run(pending: PendingConfig) -> int:
+    """`edge-agent run`: a config that does not load is refused before anything starts. The config
+    is loaded by a child process (isolated.py), started by the caller before importing this module."""
     log.configure()
-    loaded = load_config(config_path)
+    loaded = pending.result()
+    config_path = pending.path
 
     async def main() -> int:
         return await Agent(loaded, config_path).serve()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from agent.config.canonical import CANONICAL_COUNTERS, canonical_unit
 from agent.config.models import NAME, PointModel, ProfileDefaults, ProfileModel, Timing
@@ -53,7 +54,7 @@ class Profile:
         for layer in (self.model.defaults, override):
             if layer is None:
                 continue
-            changes = {k: getattr(layer, k) for k in Timing.model_fields if getattr(layer, k) is not None}
+            changes = {f.name: getattr(layer, f.name) for f in fields(Timing) if getattr(layer, f.name) is not None}
             timing = replace(timing, **changes)
         return timing
 
@@ -75,6 +76,7 @@ class ProfileLibrary:
     def __init__(self, extra_dirs: list[str] | None = None) -> None:
         self.dirs = search_path(extra_dirs)
         self._cache: dict[str, Profile] = {}
+        self._defaults_written: dict[str, dict[str, Any]] = {}  # ref -> its `defaults` as written, bases merged
 
     def available(self) -> list[str]:
         """Every vendor/model reference on the search path, sorted."""
@@ -111,7 +113,10 @@ class ProfileLibrary:
                 raise ConfigError([doc.problem(("extends",), f"profiles extend each other in a loop: "
                                                              f"{' -> '.join((*chain, ref, model.extends))}")])
             base = self._resolve(model.extends, (*chain, ref))
-            model = _merge(base.model, model, doc)
+            model, written = _merge(base.model, self._defaults_written[model.extends], model, doc)
+        else:
+            written = _written(doc, "defaults")
+        self._defaults_written[ref] = written
         check_points(model, doc)
         model = with_bcd_resolution(model)
         return Profile(ref, model, build_specs(model), path)
@@ -127,20 +132,28 @@ class ProfileLibrary:
 INHERITED = ("protocol", "blocks", "meter_type", "di_order")  # a variant keeps these unless it sets them
 
 
-def _merge(base: ProfileModel, child: ProfileModel, doc: SourceDoc) -> ProfileModel:
-    """A variant: the base's points and defaults, the child's on top, minus `remove`."""
+def _written(doc: SourceDoc, key: str) -> dict[str, Any]:
+    """The mapping under `key` as the file wrote it (already validated: a mapping or absent)."""
+    value = doc.data.get(key) if isinstance(doc.data, dict) else None
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _merge(base: ProfileModel, base_defaults: dict[str, Any], child: ProfileModel,
+           doc: SourceDoc) -> tuple[ProfileModel, dict[str, Any]]:
+    """A variant: the base's points and defaults, the child's on top, minus `remove`. Defaults merge
+    key by key as written (a variant setting `timeout` keeps the base's `unit_id`); also returns the
+    merged defaults as written, for variants of this variant."""
     missing = [name for name in child.remove if name not in base.points]
     if missing:
         raise ConfigError([doc.problem(("remove",), f"the base profile has no point(s) {missing}")])
     points = {k: v for k, v in base.points.items() if k not in child.remove}
     points.update(child.points)
-    base_defaults = base.defaults.model_dump(exclude_unset=True, by_alias=True)
-    own_defaults = child.defaults.model_dump(exclude_unset=True, by_alias=True)
-    defaults = ProfileDefaults.model_validate({**base_defaults, **own_defaults})
+    written = {**base_defaults, **_written(doc, "defaults")}
+    defaults = validate(ProfileDefaults, doc, written, ("defaults",))
     notes = [*base.notes, *child.notes]
-    inherited = {key: getattr(base, key) for key in INHERITED if key not in child.model_fields_set}
-    return child.model_copy(update={"points": points, "defaults": defaults, "notes": notes, "remove": [],
-                                    **inherited})
+    own_keys = doc.data.keys() if isinstance(doc.data, dict) else ()
+    inherited = {key: getattr(base, key) for key in INHERITED if key not in own_keys}
+    return replace(child, points=points, defaults=defaults, notes=notes, remove=[], **inherited), written
 
 
 def check_points(model: ProfileModel, doc: SourceDoc) -> None:
@@ -198,7 +211,7 @@ def _check_overlaps(model: ProfileModel, doc: SourceDoc) -> list[Problem]:
     for name, point in model.points.items():
         if point.address is None or point.words == 0:
             continue
-        table = (point.register_ or model.defaults.register_, tuple(point.model))  # SunSpec: per model
+        table = (point.register or model.defaults.register, tuple(point.model))  # SunSpec: per model
         start, end = point.address, point.address + point.words
         for other_start, other_end, other, other_type in spans.setdefault(table, []):
             if start >= other_end or other_start >= end:
@@ -231,11 +244,11 @@ def with_bcd_resolution(model: ProfileModel) -> ProfileModel:
     0.1 V; XX.XXXX kW scaled to W: 0.1 W) unless the profile sets `resolution`."""
     points = {}
     for name, point in model.points.items():
-        if point.di is not None and point.format_ and point.resolution is None:
-            step = abs(point.scale) * 10.0 ** -parse_format(point.format_).decimals
-            point = point.model_copy(update={"resolution": float(f"{step:.12g}")})
+        if point.di is not None and point.format and point.resolution is None:
+            step = abs(point.scale) * 10.0 ** -parse_format(point.format).decimals
+            point = replace(point, resolution=float(f"{step:.12g}"))
         points[name] = point
-    return model.model_copy(update={"points": points})
+    return replace(model, points=points)
 
 
 def build_specs(model: ProfileModel) -> dict[str, PointSpec]:
@@ -245,7 +258,7 @@ def build_specs(model: ProfileModel) -> dict[str, PointSpec]:
 def to_spec(name: str, point: PointModel, defaults: ProfileDefaults) -> PointSpec:
     return PointSpec(
         name=name,
-        register=point.register_ or defaults.register_,
+        register=point.register or defaults.register,
         address=point.address if point.address is not None else 0,
         type=point.type,
         words=point.words,
@@ -264,7 +277,7 @@ def to_spec(name: str, point: PointModel, defaults: ProfileDefaults) -> PointSpe
         hidden=point.hidden,
         di=point.di,
         at=point.at,
-        bcd=point.format_ or "",
+        bcd=point.format or "",
         signed=point.signed,
         unit_code=point.unit_code,
     )

@@ -1,4 +1,8 @@
-"""Turn pydantic ValidationErrors into located Problems a person can act on.
+"""Validate plain data against a config model (models.py) and turn pydantic's errors into located
+Problems a person can act on.
+
+pydantic is imported here, inside `validate`, and nowhere else in the agent: the daemon runs on
+settings validated by a short-lived child (isolated.py) and never pays for it.
 
 pydantic reports a location as a tuple of keys and indexes; the SourceDoc knows the line of each.
 Messages for the common mistakes are rewritten: an unknown key lists the allowed keys and the
@@ -7,32 +11,49 @@ nearest match, so `word_oder` says "did you mean 'order'?".
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import types
 import typing
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.config.yaml_source import PathKey, SourceDoc
 from agent.errors import ConfigError, Problem
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter, ValidationError
+
+M = TypeVar("M")
 
 
 def validate(model: type[M], doc: SourceDoc, data: Any = None, base: PathKey = ()) -> M:
     """Validate `data` (default: the whole document) against `model`, raising located problems."""
+    from pydantic import ValidationError
+
     payload = doc.data if data is None else data
     if payload is None:
         payload = {}
     try:
-        return model.model_validate(payload)
+        return _adapter(model).validate_python(payload)
     except ValidationError as exc:
         raise ConfigError(problems_from(exc, model, doc, base)) from None
 
 
-def problems_from(exc: ValidationError, model: type[BaseModel], doc: SourceDoc,
+def _adapter(model: type[M]) -> TypeAdapter[M]:
+    """One TypeAdapter per model (building one compiles the model's validator: milliseconds)."""
+    from pydantic import TypeAdapter
+
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = TypeAdapter(model)
+    adapter: TypeAdapter[M] = _ADAPTERS[model]
+    return adapter
+
+
+_ADAPTERS: dict[type, Any] = {}
+
+
+def problems_from(exc: ValidationError, model: type[Any], doc: SourceDoc,
                   base: PathKey = ()) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
@@ -47,9 +68,9 @@ def _is_pydantic_tag(part: object) -> bool:
     return isinstance(part, str) and ("[" in part and "]" in part)
 
 
-def _message(error: dict[str, Any], model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+def _message(error: dict[str, Any], model: type[Any], loc: tuple[Any, ...]) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = _allowed_keys(model, loc[:-1])
         return unknown_key_message(str(loc[-1]), allowed)
     if kind == "missing":
@@ -90,7 +111,7 @@ def unknown_key_message(key: str, allowed: list[str]) -> str:
     return f"unknown key {key!r}; {hint}allowed: {', '.join(sorted(allowed))}"
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(model: type[Any], loc: tuple[Any, ...]) -> list[str]:
     """Field names of the model reached by following `loc` from `model`."""
     current: Any = model
     for part in loc:
@@ -98,18 +119,15 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if current is None:
             return []
     current = _unwrap(current)
-    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+    if not dataclasses.is_dataclass(current):
         return []
-    return [field.alias or name for name, field in current.model_fields.items()]
+    return [field.name for field in dataclasses.fields(current)]
 
 
 def _step(annotation: Any, part: object) -> Any:
     annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
-        for name, field in annotation.model_fields.items():
-            if part in (name, field.alias):
-                return field.annotation
-        return None
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type) and isinstance(part, str):
+        return typing.get_type_hints(annotation, include_extras=True).get(part)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is list and args:

@@ -184,6 +184,32 @@ def test_sighups_in_quick_succession_apply_the_last_config(sim: SimThread, broke
     assert "never retrieved" not in err and "Traceback" not in err
 
 
+def test_the_daemon_never_loads_pydantic_its_config_is_validated_in_a_child(sim: SimThread, broker: Broker,
+                                                                            tmp_path: Path) -> None:
+    """pydantic would cost the long-running process about 14 MB it never gives back: the config is
+    validated by a short-lived child at start and on SIGHUP, and the daemon's memory map shows no
+    pydantic_core library after both."""
+    spec, _ = sim.tcp({1: SimulatedDevice(ProfileLibrary().load("eastron/sdm630"), dict(PINNED), moving=False)})
+    platform = Platform(broker.port)
+    config = write_config(tmp_path / "agent.yaml", spec.port, broker.port, tmp_path / "buf")
+    agent = start_agent(config)
+    try:
+        assert platform.wait(lambda: len(platform.readings()) > 0, 20)
+        config.write_text(config.read_text().replace("id: main-incomer", "id: main-incomer-2"))
+        agent.send_signal(signal.SIGHUP)
+        assert platform.wait(lambda: platform.schema is not None and "main-incomer-2" in platform.schema, 15)
+        new_schema = WireSchema.from_json(platform.schema or "")
+        assert platform.wait(lambda: any(decode_header(p)[0].schema_id == new_schema.id for p in platform.payloads), 15)
+        maps = Path(f"/proc/{agent.pid}/maps").read_text()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _out, err = agent.communicate(10)
+    platform.close()
+    assert agent.returncode == 0, err
+    assert "_sqlite3" in maps  # the map names the extension modules the process loaded
+    assert "pydantic" not in maps
+
+
 def test_reloads_are_serialized(tmp_path: Path) -> None:
     """The SIGHUP handler keeps one reload task: signals during a reload make exactly one more run,
     never a second reload interleaved with the first."""

@@ -1,0 +1,81 @@
+"""Load the config in a short-lived child process, so the daemon never imports pydantic.
+
+Validation needs pydantic, and pydantic costs a long-running process about 14 MB that it never
+gives back (its import, its schema machinery, the validators of every model). `edge-agent run`
+therefore starts `python -m agent.config.isolated CONFIG`, at start and on SIGHUP: the child loads
+and checks everything exactly as `validate` does and hands back the result, plain frozen
+dataclasses (models.py), pickled on its stdout. The daemon unpickles them without pydantic.
+
+The child is started before the daemon imports its own modules, so the two overlap: on two cores
+starting this way is no slower than validating in the process.
+
+Runs on: the caller's thread (the daemon's start, or a worker thread for a reload); the child is
+this same interpreter and package (sys.executable, the package's own directory first on its path).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.config.loader import LoadedConfig
+from agent.errors import ConfigError, Problem
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `agent` package
+TIMEOUT_S = 120.0  # a config of 1,000 devices loads in about a second on a Raspberry Pi 4
+
+
+class PendingConfig:
+    """A config being loaded by a child process; `result()` waits for it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(PACKAGE_ROOT),
+                                                                          os.environ.get("PYTHONPATH"))))}
+        self._child = subprocess.Popen([sys.executable, "-m", "agent.config.isolated", self.path],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       env=env)
+
+    def result(self) -> LoadedConfig:
+        """The loaded config, or ConfigError with every problem (as `validate` reports them)."""
+        try:
+            out, err = self._child.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.communicate()
+            raise ConfigError([Problem(self.path, None, "", f"loading the config took over {TIMEOUT_S:.0f} s "
+                                                            "(gave up)")]) from None
+        if self._child.returncode != 0 or not out:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {self._child.returncode}"]
+            raise ConfigError([Problem(self.path, None, "", f"the config loader failed: {last[0]}")])
+        kind, value = pickle.loads(out)  # our own child: this same interpreter and package
+        if kind == "problems":
+            raise ConfigError(value)
+        if not isinstance(value, LoadedConfig):
+            raise ConfigError([Problem(self.path, None, "", f"the config loader sent {type(value).__name__}")])
+        return value
+
+
+def load_config_isolated(path: str | Path) -> LoadedConfig:
+    """`load_config` in a child process: same result, same errors, no pydantic in this one."""
+    return PendingConfig(path).result()
+
+
+def main(argv: list[str]) -> int:
+    """The child: load the config named in argv[0] and pickle the outcome to stdout."""
+    from agent.config.loader import load_config
+
+    try:
+        outcome: tuple[str, object] = ("config", load_config(argv[0]))
+    except ConfigError as exc:
+        outcome = ("problems", exc.problems)
+    sys.stdout.buffer.write(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
