@@ -426,12 +426,15 @@ def test_tail_prints_decoded_readings(broker: Broker, tmp_path: Path) -> None:
 
 def test_settings_from_config_read_the_password_file_and_hide_it(tmp_path: Path) -> None:
     from agent.config.models import MqttModel
+    from agent.config.validation import validate
+    from agent.config.yaml_source import SourceDoc
     from agent.publisher import BrokerSettings
 
     secret = tmp_path / "password"
     secret.write_text("s3cret-value\n")
-    model = MqttModel(url="mqtts://platform.example:8883", topic_prefix="park", username="gw",
-                      password_file=str(secret), reconnect_max="10s")
+    model = validate(MqttModel, SourceDoc("agent.yaml", {
+        "url": "mqtts://platform.example:8883", "topic_prefix": "park", "username": "gw",
+        "password_file": str(secret), "reconnect_max": "10s"}))
     settings = BrokerSettings.from_config(model, "gw-guian-01", "guian-ftz")
     assert (settings.host, settings.port, settings.tls) == ("platform.example", 8883, True)
     assert (settings.backoff_min, settings.backoff_max) == (1.0, 10.0)
