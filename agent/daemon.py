@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import os
 import resource
 import signal
@@ -107,6 +108,7 @@ class Agent:
                       buffer=str(self.store.directory), on_disk=self.store.on_disk, backlog=self.store.backlog,
                       boot=self.store.boot_count)
         self.notifier.ready(self._status_line())
+        gc.freeze()  # what start-up built lives as long as the process: the collector stops re-scanning it
 
     async def _start_prometheus(self) -> None:
         """Listen for scrapes, or refuse to start with the reason in one line (the port is taken)."""

@@ -1,13 +1,17 @@
 """One owner per bus: every transaction on one RS-485 line or TCP endpoint goes through one Bus.
 
 A Bus runs its blocking transport on a single thread of its own and takes one exchange at a
-time: a device hands over the requests of a whole poll at once (one thread hand-off per poll, not
-per request: on a gateway the hand-off costs more CPU than the Modbus request itself), and they go
-out back to back with the pauses the device asks for (after connect, between requests, and the
-3.5-character RTU silence). Devices queue fairly behind each other in the thread's FIFO instead
-of colliding on the wire. The bus reconnects with capped exponential backoff, forever; while the
-link is down an exchange fails at once with BusError instead of making every device wait out a
-connect timeout. Only the bus thread touches the transport and the link state.
+time: a device hands over the requests of a whole poll at once, and they go out back to back with
+the pauses the device asks for (after connect, between requests, and the 3.5-character RTU
+silence). Thread hand-offs are few because on a gateway a hand-off costs more CPU than a Modbus
+request: the exchanges asked for in one turn of the event loop (the devices of one tick) go to the
+bus thread together, and their outcomes come back in one wake-up of the loop when the last is done.
+Meanwhile the loop collects finished outcomes every `DELIVER_AFTER`, so a device is not kept
+waiting for a neighbour that times out. Devices
+queue fairly behind each other in the thread's FIFO instead of colliding on the wire. The bus
+reconnects with capped exponential backoff, forever; while the link is down an exchange fails at
+once with BusError instead of making every device wait out a connect timeout. Only the bus thread
+touches the transport and the link state.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ Transport = ModbusClient | MeterLink
 TransportFactory = Callable[[BusSpec], Transport]
 Target = int | MeterTarget  # a Modbus unit id, or a DL/T 645 / CJ/T 188 meter
 Request = ReadRequest | MeterRequest
+DELIVER_AFTER = 0.05  # s: while a hand-off is still running, the loop collects finished outcomes this often
 
 
 def open_transport(spec: BusSpec) -> Transport:
@@ -81,6 +87,44 @@ class Outcome:
         return self.words
 
 
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """One device's requests waiting for the bus thread, and the future its poll awaits."""
+
+    unit: Target
+    requests: tuple[Request, ...]
+    timing: DeviceTiming
+    future: asyncio.Future[list[Outcome]]
+
+
+class _HandOff:
+    """Exchanges handed to the bus thread in one job. The thread appends each outcome to `done` (a
+    deque: appends and pops are atomic) and sets `finished` after the last; the loop pops."""
+
+    def __init__(self, work: list[_Exchange]) -> None:
+        self.work = work
+        self.done: deque[tuple[_Exchange, list[Outcome] | BaseException]] = deque()
+        self.finished = False
+        self.collect: asyncio.TimerHandle | None = None
+
+    def deliver(self) -> None:
+        """On the loop: hand each finished outcome to the poll awaiting it (unless it was cancelled)."""
+        while self.done:
+            item, result = self.done.popleft()
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    def last(self) -> None:
+        """On the loop, once the thread is through: the rest, and no more collecting."""
+        if self.collect is not None:
+            self.collect.cancel()
+        self.deliver()
+
+
 class Bus:
     """Serialized access to one transport; safe to share between the devices on it."""
 
@@ -91,11 +135,13 @@ class Bus:
         self.backoff = backoff
         self.state = BusState.IDLE
         self.transactions = 0
+        self.hand_offs = 0  # jobs given to the bus thread (one per turn of the loop that asked for exchanges)
         self.connects = 0
         self.last_error = ""
         self._factory = transport_factory
         self._transport: Transport | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bus-{name}")
+        self._queued: list[_Exchange] = []  # asked for in this turn of the loop, handed over at its end
         self._failures = 0
         self._retry_at = 0.0
         self._quiet_until = 0.0  # monotonic time before which no request may go out
@@ -112,8 +158,26 @@ class Bus:
         """
         if self._closing:
             return [Outcome(time.time(), error=BusError(f"bus {self.name} is closed"))]
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._exchange, unit, tuple(requests), timing)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
+        self._queued.append(_Exchange(unit, tuple(requests), timing, future))
+        if len(self._queued) == 1:
+            loop.call_soon(self._hand_over, loop)
+        return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: the exchanges asked for in this turn go to the bus thread in one job."""
+        hand_off = _HandOff(self._queued)
+        self._queued = []
+        self.hand_offs += 1
+        self._executor.submit(self._run_all, hand_off, loop)
+        hand_off.collect = loop.call_later(DELIVER_AFTER, self._collect, hand_off, loop)
+
+    def _collect(self, hand_off: _HandOff, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop, while the bus thread is still at it: outcomes finished so far go to their polls."""
+        hand_off.deliver()
+        if not hand_off.finished:
+            hand_off.collect = loop.call_later(DELIVER_AFTER, self._collect, hand_off, loop)
 
     async def transact(self, unit: int, request: ReadRequest, timing: DeviceTiming) -> tuple[list[int], float]:
         """One request; returns its words and send time, raises BusError or a DeviceError."""
@@ -133,6 +197,19 @@ class Bus:
         self._executor.shutdown(wait=False)
 
     # ---------------------------------------------------------------- on the bus thread only
+
+    def _run_all(self, hand_off: _HandOff, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the exchanges in order; one wake-up of the loop when all are done."""
+        for item in hand_off.work:
+            try:
+                hand_off.done.append((item, self._exchange(item.unit, item.requests, item.timing)))
+            except Exception as exc:  # noqa: BLE001 - a bug in one exchange fails that exchange, not the others
+                hand_off.done.append((item, exc))
+        hand_off.finished = True
+        try:
+            loop.call_soon_threadsafe(hand_off.last)
+        except RuntimeError:  # the loop is closed: nobody waits for these any more
+            pass
 
     def _exchange(self, unit: Target, requests: tuple[Request, ...], timing: DeviceTiming) -> list[Outcome]:
         outcomes = []

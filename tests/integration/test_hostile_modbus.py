@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -233,7 +234,7 @@ def test_the_daemon_logs_what_came_back_and_the_device_goes_offline(hostile, wri
             state = DeviceState(reader, 1.0)
             with structlog.testing.capture_logs() as logs:
                 for _ in range(3):
-                    await poller._poll(state)
+                    await poller._poll(state, time.time())
         finally:
             await bus.close()
         return logs
