@@ -112,14 +112,24 @@ class Batcher:
 
 def _groups(points: dict[str, list[tuple[int, Value, int, int]]], point_index: dict[str, int]) -> list[Group]:
     by_stamps: dict[tuple[int, ...], Group] = {}
-    for name, unsorted in sorted(points.items(), key=lambda item: point_index[item[0]]):
-        rows = sorted(unsorted, key=lambda row: row[0])
-        stamps = tuple(row[0] for row in rows)
+    for name, rows in sorted(points.items(), key=lambda item: point_index[item[0]]):
+        if len(rows) > 1:
+            rows = sorted(rows, key=_stamp)
+        stamps = tuple([row[0] for row in rows])
         group = by_stamps.get(stamps)
         if group is None:
             group = by_stamps[stamps] = Group([], list(stamps), [])
         column = len(group.points)
         group.points.append(point_index[name])
         group.columns.append([row[1] for row in rows])
-        group.issues += [(i, column, int(row[2]), row[3]) for i, row in enumerate(rows) if row[2] != Quality.OK]
-    return sorted(by_stamps.values(), key=lambda g: g.points[0])
+        if any(row[2] for row in rows):  # Quality.OK is 0
+            group.issues += [(i, column, int(row[2]), row[3]) for i, row in enumerate(rows) if row[2]]
+    return sorted(by_stamps.values(), key=_first_point)
+
+
+def _stamp(row: tuple[int, Value, int, int]) -> int:
+    return row[0]
+
+
+def _first_point(group: Group) -> int:
+    return group.points[0]

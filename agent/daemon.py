@@ -48,6 +48,7 @@ from agent.poller import Poller
 from agent.publisher import BrokerSettings, Publisher
 from agent.sdnotify import Notifier
 from agent.threads import confine
+from agent.wakeup import Wakeup
 
 TICK = 1.0
 METRICS_EVERY = 60.0
@@ -64,7 +65,7 @@ class Agent:
         self.config_path = Path(config_path)
         self.log = log.get("agent")
         self.notifier = Notifier()
-        self.stop_requested = asyncio.Event()
+        self.stop_requested = Wakeup()
         buffer = loaded.config.buffer
         self.store = Store(buffer.path, buffer.max_bytes, buffer.min_free_bytes, buffer.memory_bytes)
         self.spool = Spool(self.store, buffer.mode, buffer.spill_after, buffer.outage_commit)
@@ -161,9 +162,7 @@ class Agent:
             self.notifier.watchdog()  # from the loop itself: a hung loop stops the pings
             self.tick()
             due = time.monotonic() + interval
-            try:
-                await asyncio.wait_for(self.stop_requested.wait(), timeout=interval)
-            except TimeoutError:
+            if not await self.stop_requested.wait(interval):
                 self._note_lag(time.monotonic() - due)
 
     def tick(self) -> None:

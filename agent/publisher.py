@@ -53,6 +53,7 @@ from agent.events import (
 from agent.metrics import PublisherStats
 from agent.mqtt import Connection, Endpoint, accepts_connections
 from agent.threads import confine, confined
+from agent.wakeup import Wakeup
 
 MAX_EVENTS_KEPT = 1000
 CONTROL_SLOTS = 8  # paho slots beyond the telemetry window for status, schema, events and metrics
@@ -139,7 +140,7 @@ class Publisher:
         self.stats = PublisherStats()
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS_KEPT)
         self._latest: dict[str, str] = {}  # topic leaf -> JSON to publish once (metrics)
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()  # set by a nudge, a PUBACK, a schema change ...: the pump looks again
         self._stop = asyncio.Event()
         self._session: _Session | None = None
         self._store_generation = 0
@@ -311,10 +312,7 @@ class Publisher:
             if now - last_tick >= 1.0:
                 self.spool.tick()
                 last_tick = now
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.core.next_wakeup(now, backlog_waiting))
-            except TimeoutError:
-                pass
+            await self._wake.wait(self.core.next_wakeup(now, backlog_waiting))
 
     def _report_drops(self) -> None:
         """Batches evicted from a full buffer: one event per stretch of lost data, saying which seqs and

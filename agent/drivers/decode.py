@@ -23,9 +23,10 @@ from agent.drivers.registers import (
 from agent.types import DataType, Order, PointSpec, Quality, ReadRequest, Value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decoded:
-    """One point's outcome; `detail` is the exception code, or the raw code of an enum."""
+    """One point's outcome; `detail` is the exception code, or the raw code of an enum. Never
+    changed once made; not `frozen` for the same reason as `Reading` (made once per value polled)."""
 
     value: Value
     quality: Quality = Quality.OK
@@ -70,13 +71,19 @@ _UNSIGNED_CODES = {1: "H", 2: "I", 4: "Q"}
 
 @dataclass(frozen=True, slots=True)
 class _Unpack:
-    """How one point is read straight out of the answer's bytes."""
+    """How one point is read straight out of the answer's bytes (everything the per-poll loop needs,
+    worked out once)."""
 
     spec: PointSpec
     offset: int  # in words from the start of the answer
     value: struct.Struct
     unsigned: struct.Struct | None  # for the "not available" sentinels, in value order
     is_float: bool
+    name: str = ""
+    end: int = 0  # offset + words
+    at: int = 0  # byte offset in the answer
+    f32: bool = False  # a float32: shown as the shortest decimal that is the same float32
+    scaled: bool = False  # scale or offset to apply
 
 
 class BlockDecoder:
@@ -104,20 +111,21 @@ class BlockDecoder:
         if self.request.kind.is_bit or len(answer) != self.request.count:
             return {spec.name: decode_point(spec, words_of(spec, self.request, answer)) for spec in self._specs}
         data = words_to_bytes(answer)
+        words = tuple(answer)  # each point's raw registers are a slice of it
         decoded = {}
         for u in self._fast:
-            raw = tuple(answer[u.offset:u.offset + u.spec.words])
-            if u.unsigned is not None and u.unsigned.unpack_from(data, 2 * u.offset)[0] in u.spec.na:
-                decoded[u.spec.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
+            raw = words[u.offset:u.end]
+            if u.unsigned is not None and u.unsigned.unpack_from(data, u.at)[0] in u.spec.na:
+                decoded[u.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
                 continue
-            value = u.value.unpack_from(data, 2 * u.offset)[0]
+            value = u.value.unpack_from(data, u.at)[0]
             if u.is_float:
                 if not math.isfinite(value):
-                    decoded[u.spec.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
+                    decoded[u.name] = Decoded(None, Quality.UNAVAILABLE, raw=raw)
                     continue
-                if u.spec.type is DataType.F32:
+                if u.f32:
                     value = shortest_f32(value)
-            decoded[u.spec.name] = Decoded(scale(u.spec, value), raw=raw)
+            decoded[u.name] = Decoded(scale(u.spec, value) if u.scaled else value, Quality.OK, 0, raw)
         for spec in self._slow:
             decoded[spec.name] = decode_point(spec, words_of(spec, self.request, answer))
         return decoded
@@ -144,8 +152,9 @@ def _compile(spec: PointSpec, offset: int) -> _Unpack | None:
     else:
         return None
     unsigned = _struct(endian + _UNSIGNED_CODES[spec.words]) if spec.na else None
-    return _Unpack(spec, offset, _struct(endian + code), unsigned,
-                   spec.type in (DataType.F32, DataType.F64))
+    return _Unpack(spec, offset, _struct(endian + code), unsigned, spec.type in (DataType.F32, DataType.F64),
+                   spec.name, offset + spec.words, 2 * offset, spec.type is DataType.F32,
+                   spec.scale != 1.0 or spec.offset != 0.0)
 
 
 def scale(spec: PointSpec, raw: float | int, factor: float = 1.0) -> float | int:
