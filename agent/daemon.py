@@ -109,6 +109,7 @@ class Agent:
                       buffer=str(self.store.directory), on_disk=self.store.on_disk, backlog=self.store.backlog,
                       boot=self.store.boot_count)
         self.notifier.ready(self._status_line())
+        gc.collect()
         gc.freeze()  # what start-up built lives as long as the process: the collector stops re-scanning it
 
     async def _start_prometheus(self) -> None:

@@ -98,7 +98,7 @@ class Poller:
         now = time.time()
         for state in devices.values():
             state.next_tick_ms = tick_ms(tick_index(now, state.interval) + (0 if immediate else 1), state.interval)
-            self._groups.setdefault(f"poll:{state.interval:g}s", []).append(state)
+            self._groups.setdefault(f"poll:{state.interval!r}s", []).append(state)
         for job_id, states in self._groups.items():
             interval = states[0].interval
             self._scheduler.add_job(self._start_polls, AlignedTrigger(interval, immediate), args=[states],

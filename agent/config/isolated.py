@@ -9,8 +9,11 @@ dataclasses (models.py), pickled on its stdout. The daemon unpickles them withou
 The child is started before the daemon imports its own modules, so the two overlap: on two cores
 starting this way is no slower than validating in the process.
 
-Runs on: the caller's thread (the daemon's start, or a worker thread for a reload); the child is
-this same interpreter and package (sys.executable, the package's own directory first on its path).
+Runs on: the caller's thread (the daemon's start, or a worker thread for a reload). The child is
+this same interpreter and package: sys.executable with `-P` (the working directory is not on its
+path, so a stray `agent/` or `yaml.py` there is never imported) and the package's own directory on
+PYTHONPATH. It answers with the agent version it ran: after a package upgrade without a restart,
+a SIGHUP is refused ("restart the agent") instead of mixing the new code's settings into the old.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent import __version__
 from agent.config.loader import LoadedConfig
 from agent.errors import ConfigError, Problem
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `agent` package
-TIMEOUT_S = 120.0  # a config of 1,000 devices loads in about a second on a Raspberry Pi 4
+TIMEOUT_S = 60.0  # a config of 1,000 devices loads in about a second on a Raspberry Pi 4
+STDERR_LINES = 5  # of a failed child's output, in the problem reported
 
 
 class PendingConfig:
@@ -35,7 +40,7 @@ class PendingConfig:
         self.path = str(path)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(PACKAGE_ROOT),
                                                                           os.environ.get("PYTHONPATH"))))}
-        self._child = subprocess.Popen([sys.executable, "-m", "agent.config.isolated", self.path],
+        self._child = subprocess.Popen([sys.executable, "-P", "-m", "agent.config.isolated", self.path],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        env=env)
 
@@ -49,14 +54,23 @@ class PendingConfig:
             raise ConfigError([Problem(self.path, None, "", f"loading the config took over {TIMEOUT_S:.0f} s "
                                                             "(gave up)")]) from None
         if self._child.returncode != 0 or not out:
-            last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {self._child.returncode}"]
-            raise ConfigError([Problem(self.path, None, "", f"the config loader failed: {last[0]}")])
-        kind, value = pickle.loads(out)  # our own child: this same interpreter and package
+            lines = err.decode(errors="replace").strip().splitlines()[-STDERR_LINES:]
+            raise self._failed(" | ".join(lines) or f"exit {self._child.returncode}")
+        try:
+            version, kind, value = pickle.loads(out)  # our own child: this same interpreter and package
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged answer raises, it is one located line
+            raise self._failed(f"its answer could not be read ({type(exc).__name__}: {exc})") from None
+        if version != __version__:
+            raise ConfigError([Problem(self.path, None, "", f"the installed agent is {version}, this one runs "
+                                                            f"{__version__}: restart the agent to load the config")])
         if kind == "problems":
             raise ConfigError(value)
         if not isinstance(value, LoadedConfig):
-            raise ConfigError([Problem(self.path, None, "", f"the config loader sent {type(value).__name__}")])
+            raise self._failed(f"it sent {type(value).__name__}")
         return value
+
+    def _failed(self, why: str) -> ConfigError:
+        return ConfigError([Problem(self.path, None, "", f"the config loader failed: {why}")])
 
 
 def load_config_isolated(path: str | Path) -> LoadedConfig:
@@ -65,15 +79,21 @@ def load_config_isolated(path: str | Path) -> LoadedConfig:
 
 
 def main(argv: list[str]) -> int:
-    """The child: load the config named in argv[0] and pickle the outcome to stdout."""
+    """The child: load the config named in argv[0] and pickle (version, kind, outcome) to stdout.
+    Anything else that would print to stdout (a library's warning) goes to stderr instead, so the
+    answer cannot be corrupted."""
+    answer = os.dup(1)
+    os.dup2(2, 1)
     from agent.config.loader import load_config
 
     try:
-        outcome: tuple[str, object] = ("config", load_config(argv[0]))
+        outcome: tuple[str, str, object] = (__version__, "config", load_config(argv[0]))
     except ConfigError as exc:
-        outcome = ("problems", exc.problems)
-    sys.stdout.buffer.write(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+        outcome = (__version__, "problems", exc.problems)
+    data = memoryview(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    while data:
+        data = data[os.write(answer, data):]
+    os.close(answer)
     return 0
 
 

@@ -141,8 +141,9 @@ def _written(doc: SourceDoc, key: str) -> dict[str, Any]:
 def _merge(base: ProfileModel, base_defaults: dict[str, Any], child: ProfileModel,
            doc: SourceDoc) -> tuple[ProfileModel, dict[str, Any]]:
     """A variant: the base's points and defaults, the child's on top, minus `remove`. Defaults merge
-    key by key as written (a variant setting `timeout` keeps the base's `unit_id`); also returns the
-    merged defaults as written, for variants of this variant."""
+    key by key as written (a variant setting `timeout` keeps the base's `unit_id`; a variant's
+    `serial` replaces the base's whole); also returns the merged defaults as written, for variants
+    of this variant."""
     missing = [name for name in child.remove if name not in base.points]
     if missing:
         raise ConfigError([doc.problem(("remove",), f"the base profile has no point(s) {missing}")])

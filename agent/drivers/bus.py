@@ -201,6 +201,9 @@ class Bus:
     def _run_all(self, hand_off: _HandOff, loop: asyncio.AbstractEventLoop) -> None:
         """Run the exchanges in order; one wake-up of the loop when all are done."""
         for item in hand_off.work:
+            if self._closing or item.future.cancelled():  # shutting down: no time spent on the wire for it
+                hand_off.done.append((item, [Outcome(time.time(), error=BusError(f"bus {self.name} is closed"))]))
+                continue
             try:
                 hand_off.done.append((item, self._exchange(item.unit, item.requests, item.timing)))
             except Exception as exc:  # noqa: BLE001 - a bug in one exchange fails that exchange, not the others

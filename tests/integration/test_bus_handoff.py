@@ -93,3 +93,27 @@ def test_one_job_per_interval_and_the_windows_last_poll_sees_it_whole(sim: SimTh
     assert len({tick for tick, _ in first_round}) == 1
     assert [whole for _, whole in first_round] == [False, False, True]
     assert bus.hand_offs >= 1 and bus.transactions >= 6
+
+
+def test_cancelled_polls_are_not_sent(sim: SimThread, library: ProfileLibrary) -> None:
+    """Shutting down cancels the polls still queued: they do not go on the wire (three silent polls of
+    0.5 s each would hold the bus thread, and the agent's stop, for 1.5 s)."""
+    profile = library.load("eastron/sdm630")
+    spec, _ = sim.tcp({1: SimulatedDevice(profile)}, Faults(silent={1}))
+
+    async def scenario() -> tuple[int, list[BaseException | object]]:
+        bus = Bus("plant", spec, Backoff(0.05, 0.2))
+        timing = replace(profile.timing(), timeout=0.5)
+        readers = [DeviceReader(f"m{i}", 1, profile.points, timing, bus) for i in range(3)]
+        tasks = [asyncio.create_task(r.poll()) for r in readers]
+        for _ in range(3):
+            await asyncio.sleep(0)  # the polls queue their exchanges; the hand-off goes to the thread
+        for task in tasks:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.close()
+        return bus.transactions, outcomes
+
+    transactions, outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+    assert transactions <= 1  # at most the one already on the wire when they were cancelled
