@@ -94,7 +94,7 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
 def fill(directory: Path, total_bytes: int) -> int:
     ring = Ring.open(directory, max_bytes=total_bytes, min_free_bytes=0)
     rng = random.Random(2)
-    chunk = []
+    chunk: list[SealedBatch] = []
     count = 0
     while ring.stats().bytes + len(chunk) * (batch_bytes() + 48) < total_bytes * 0.98:
         chunk.append(SealedBatch(ring.allocate_seq(), payload(rng), BATCH_READINGS, count, count + 1))

@@ -28,6 +28,7 @@ full fleet needs (1,000 gateways x 50 meters x 40 points every 10 s = 200,000 va
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -47,9 +48,10 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.batcher import Batcher, build_schema
+from agent.batcher import Batcher
 from agent.codec import FLAG_HISTORICAL, FORMAT_VERSION, Header, WireSchema, decode, decode_header
 from agent.types import Reading
+from agent.wire import build_schema
 from bench.report import Figure
 from bench.workload import readings, setups
 from ingest.devcluster import DevCluster
@@ -116,7 +118,7 @@ def template(meters: int, points: int, polls: int, interval: int) -> Template:
         batcher.add(chunk)
         sealed = batcher.seal(Header("gw-template", 1, poll + 1, 0, 0))
         assert sealed is not None
-        payloads.append(sealed.encoded(schema).payload)
+        payloads.append(sealed.encode(schema))
         by_poll.append(chunk)
     return Template(payloads, schema, by_poll)
 
@@ -149,14 +151,22 @@ class Fleet:
             client.max_inflight_messages_set(window)
             client.max_queued_messages_set(0)
             client.user_data_set(gateway)
-            client.on_socket_open = lambda c, u, sock: self.selector.register(sock, selectors.EVENT_READ, c)
+            client.on_socket_open = self._on_socket_open
             client.on_socket_close = lambda c, u, sock: self._unregister(sock)
-            client.on_socket_register_write = lambda c, u, sock: self.selector.modify(
-                sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
-            client.on_socket_unregister_write = lambda c, u, sock: self.selector.modify(sock, selectors.EVENT_READ, c)
+            client.on_socket_register_write = self._on_register_write
+            client.on_socket_unregister_write = self._on_unregister_write
             client.on_publish = self._on_publish
             client.on_connect = self._on_connect
             self.clients.append(client)
+
+    def _on_socket_open(self, client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self.selector.register(sock, selectors.EVENT_READ, client)
+
+    def _on_register_write(self, client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self.selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+
+    def _on_unregister_write(self, client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+        self.selector.modify(sock, selectors.EVENT_READ, client)
 
     def _unregister(self, sock: Any) -> None:
         try:
@@ -408,7 +418,7 @@ def _real_time(rig: Rig, tpl: Template, schemas: dict[str, WireSchema]) -> list[
     for r in range(rounds):
         for i, (gateway, client) in enumerate(gateways):
             due = start + r * size.interval + i * step
-            rig.fleet.pump(lambda due=due: time.monotonic() >= due, due - time.monotonic() + 1)
+            rig.fleet.pump(functools.partial(_past, due), due - time.monotonic() + 1)
             t0 = int(time.time() * 1000) - tpl.span_ms  # the poll just finished: its newest reading is now
             client.publish(f"park/bench/{gateway}/telemetry",
                            tpl.batch(r, gateway, schemas[gateway].id, 2, r + 1, t0=t0), qos=1)
@@ -595,6 +605,10 @@ def main() -> int:
     for figure in run(size=size):
         print(figure.row(), flush=True)
     return 0
+
+
+def _past(due: float) -> bool:
+    return time.monotonic() >= due
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from agent.config import ProfileLibrary
 from agent.drivers.bus import Bus
 from agent.drivers.device import DeviceReader
+from agent.drivers.frames import Read
 from agent.drivers.urls import BusSpec, SerialSettings, Transport
 from agent.simulate import SimulatedDevice
 from agent.types import DeviceTiming, Quality, ReadRequest, RegisterKind
@@ -65,7 +66,7 @@ def noisy(noise: str, seconds: float = 5.0) -> float:
     """Answers (registers blocks) per second read OK with noise around every answer."""
     rng = random.Random(2)
 
-    def respond(read):  # type: ignore[no-untyped-def]
+    def respond(read: Read) -> list[tuple[float, bytes]]:
         if noise == "zero":
             return [(0.0, b"\x00" + honest_rtu(read))]
         before, after = rng.randbytes(rng.randint(1, 4)), rng.randbytes(rng.randint(0, 3))

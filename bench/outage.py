@@ -60,7 +60,7 @@ def first_delivery_after(outage_s: float) -> float:
     from agent.config import ProfileLibrary
     from agent.simulate import SimulatedDevice
     from bench.latency import REPO
-    from bench.latency import _config as latency_config
+    from bench.workload import park_config
     from testkit.platform import Platform
     from testkit.sims import SimThread
 
@@ -71,7 +71,7 @@ def first_delivery_after(outage_s: float) -> float:
         (directory / "broker").mkdir()
         broker = Broker(directory / "broker").start()
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c",
-                                  str(latency_config(directory, spec.port, broker.port, "1s"))],
+                                  str(park_config(directory, spec.port, broker.port, 10, batch="1s"))],
                                  cwd=REPO, stderr=subprocess.DEVNULL, env=dict(os.environ))
         try:
             before = Platform(broker.port, "park/#", client_id="bench-before")

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -113,7 +114,7 @@ def _drain_with_kills(root: Path, port: int, platform: Platform, batches: int,
     return rate, rounds
 
 
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

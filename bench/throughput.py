@@ -128,7 +128,7 @@ def _measure(ref: str, windows: int) -> Measured:
             while not publisher.connected.is_set():
                 await asyncio.sleep(0.01)
             buses = [Bus(f"b{e}", BusSpec(Transport.TCP, "127.0.0.1", port)) for e, port in enumerate(ports)]
-            readers = [DeviceReader(s.config.id, s.config.unit, profile.points, profile.timing(),
+            readers = [DeviceReader(s.config.id, s.config.unit or 1, profile.points, profile.timing(),
                                     buses[int(s.config.bus[1:])]) for s in setups]
             assembler = Assembler("gw-bench", schema, ring)
             values = 0
@@ -160,6 +160,7 @@ def _measure(ref: str, windows: int) -> Measured:
 
             cpu = time.process_time()
             rates, *_ = await asyncio.gather(sample(), seal_forever(), *(poll_forever(r) for r in readers))
+            assert isinstance(rates, list)
             while spool.in_memory and publisher.connected.is_set():
                 await asyncio.sleep(0.01)
             cpu = time.process_time() - cpu

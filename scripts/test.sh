@@ -13,7 +13,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 bash scripts/bootstrap.sh
 .venv/bin/ruff check .          # lint: no findings allowed
-.venv/bin/mypy                  # types of agent/, ingest/ and testkit/: no findings allowed
+.venv/bin/mypy                  # types of agent/, ingest/, testkit/ and bench/: no findings allowed
 .venv/bin/python -m pytest "$@"
 if [ "${SKIP_HIL:-0}" != 1 ]; then
   cd "$here"
