@@ -188,10 +188,11 @@ class Poller:
         is still running (then this tick is skipped for that device, and reported)."""
         now = time.time()
         for state in states:
+            tick = tick_index(now, state.interval)
             if state.running:
-                self._note_not_run(state, [tick_ms(tick_index(now, state.interval), state.interval)], overrun=True)
+                self._note_not_run(state, [tick_ms(tick, state.interval)], overrun=True)
                 continue
-            state.running, state.next_tick_ms = True, tick_ms(tick_index(now, state.interval) + 1, state.interval)
+            state.running, state.next_tick_ms = True, tick_ms(tick + 1, state.interval)
             task = asyncio.create_task(self._poll(state, now))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

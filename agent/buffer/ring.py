@@ -484,7 +484,10 @@ class Ring:
     @confined
     def unacked(self, after: int = 0, page: int = 64) -> Iterator[SealedBatch]:
         """Batches not yet acknowledged, in sequence order, read a page at a time (never the whole
-        backlog in memory). A payload failing its CRC is quarantined, counted and skipped."""
+        backlog in memory). A payload failing its CRC is quarantined, counted and skipped. No batch
+        on disk (online in outage mode: the publisher asks several times a second) is no query."""
+        if not self._batches:
+            return
         cursor = after
         while True:
             with self._mapped("reading the backlog"):

@@ -169,8 +169,6 @@ class Spool:
         """Stored batches not yet acknowledged and not offered live, oldest first (streaming)."""
         self._flush_unwritten()
         self._forget_stale_draft()
-        if not self.ring.backlog:  # nothing on disk (online, outage mode): no query (the pump asks ~3 times a second)
-            return iter(())
         return (batch for batch in self.ring.unacked(after) if batch.seq != self._held and batch.seq not in self._memory)
 
     def take_losses(self) -> list[Loss]:

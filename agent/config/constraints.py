@@ -26,6 +26,18 @@ class Before:
         return core_schema.no_info_before_validator_function(self.parse, handler(source))
 
 
+def checked(check: Callable[[str], object]) -> Before:
+    """A string field checked by `check` (raising ValueError with the reason) and kept as written;
+    a value that is no string is left to the field's type to refuse."""
+
+    def run(value: Any) -> Any:
+        if isinstance(value, str):
+            check(value)
+        return value
+
+    return Before(run)
+
+
 @dataclass(frozen=True)
 class Pattern:
     """A string matching `regex` (validation.py says the common patterns in words)."""

@@ -51,26 +51,26 @@ class PendingConfig:
         except subprocess.TimeoutExpired:
             self._child.kill()
             self._child.communicate()
-            raise ConfigError([Problem(self.path, None, "", f"loading the config took over {TIMEOUT_S:.0f} s "
-                                                            "(gave up)")]) from None
+            raise self._problem(f"loading the config took over {TIMEOUT_S:.0f} s (gave up)") from None
         if self._child.returncode != 0 or not out:
             lines = err.decode(errors="replace").strip().splitlines()[-STDERR_LINES:]
-            raise self._failed(" | ".join(lines) or f"exit {self._child.returncode}")
+            raise self._problem(f"the config loader failed: {' | '.join(lines) or f'exit {self._child.returncode}'}")
         try:
             version, kind, value = pickle.loads(out)  # our own child: this same interpreter and package
         except Exception as exc:  # noqa: BLE001 - whatever a damaged answer raises, it is one located line
-            raise self._failed(f"its answer could not be read ({type(exc).__name__}: {exc})") from None
+            raise self._problem(f"the config loader's answer could not be read ({type(exc).__name__}: {exc})") from None
         if version != __version__:
-            raise ConfigError([Problem(self.path, None, "", f"the installed agent is {version}, this one runs "
-                                                            f"{__version__}: restart the agent to load the config")])
+            raise self._problem(f"the installed agent is {version}, this one runs {__version__}: "
+                                "restart the agent to load the config")
         if kind == "problems":
             raise ConfigError(value)
         if not isinstance(value, LoadedConfig):
-            raise self._failed(f"it sent {type(value).__name__}")
+            raise self._problem(f"the config loader sent {type(value).__name__}")
         return value
 
-    def _failed(self, why: str) -> ConfigError:
-        return ConfigError([Problem(self.path, None, "", f"the config loader failed: {why}")])
+    def _problem(self, message: str) -> ConfigError:
+        """A problem of the config file as a whole (no line: the loader, not the file, went wrong)."""
+        return ConfigError([Problem(self.path, None, "", message)])
 
 
 def load_config_isolated(path: str | Path) -> LoadedConfig:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar
 from annotated_types import Ge, Gt, Le
 
 from agent.config.broker import parse_broker_url
-from agent.config.constraints import Before, Pattern
+from agent.config.constraints import Before, Pattern, checked
 from agent.config.units import parse_duration, parse_size
 from agent.drivers.urls import PROTOCOLS, SerialSettings, parse_bus_url
 from agent.meters.bcd import parse_format
@@ -34,21 +34,9 @@ Address32 = Annotated[int, Ge(0), Le(0xFFFFFFFF)]
 Byte = Annotated[int, Ge(0), Le(255)]
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class Strict:
     __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
-
-
-def checked(check: Any) -> Before:
-    """A field checked by `check` (raising ValueError with the reason) and kept as written."""
-
-    def run(value: Any) -> Any:
-        if isinstance(value, str):
-            check(value)
-        return value
-
-    return Before(run)
 
 
 # --------------------------------------------------------------------------- device profiles

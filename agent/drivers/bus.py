@@ -7,11 +7,10 @@ silence). Thread hand-offs are few because on a gateway a hand-off costs more CP
 request: the exchanges asked for in one turn of the event loop (the devices of one tick) go to the
 bus thread together, and their outcomes come back in one wake-up of the loop when the last is done.
 Meanwhile the loop collects finished outcomes every `DELIVER_AFTER`, so a device is not kept
-waiting for a neighbour that times out. Devices
-queue fairly behind each other in the thread's FIFO instead of colliding on the wire. The bus
-reconnects with capped exponential backoff, forever; while the link is down an exchange fails at
-once with BusError instead of making every device wait out a connect timeout. Only the bus thread
-touches the transport and the link state.
+waiting for a neighbour that times out. Devices queue fairly behind each other in the thread's
+FIFO instead of colliding on the wire. The bus reconnects with capped exponential backoff, forever;
+while the link is down an exchange fails at once with BusError instead of making every device wait
+out a connect timeout. Only the bus thread touches the transport and the link state.
 """
 
 from __future__ import annotations
@@ -157,13 +156,16 @@ class Bus:
         (so the list can be shorter than `requests`: the rest was not sent).
         """
         if self._closing:
-            return [Outcome(time.time(), error=BusError(f"bus {self.name} is closed"))]
+            return self._closed()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Outcome]] = loop.create_future()
         self._queued.append(_Exchange(unit, tuple(requests), timing, future))
         if len(self._queued) == 1:
             loop.call_soon(self._hand_over, loop)
         return await future
+
+    def _closed(self) -> list[Outcome]:
+        return [Outcome(time.time(), error=BusError(f"bus {self.name} is closed"))]
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop: the exchanges asked for in this turn go to the bus thread in one job."""
@@ -202,7 +204,7 @@ class Bus:
         """Run the exchanges in order; one wake-up of the loop when all are done."""
         for item in hand_off.work:
             if self._closing or item.future.cancelled():  # shutting down: no time spent on the wire for it
-                hand_off.done.append((item, [Outcome(time.time(), error=BusError(f"bus {self.name} is closed"))]))
+                hand_off.done.append((item, self._closed()))
                 continue
             try:
                 hand_off.done.append((item, self._exchange(item.unit, item.requests, item.timing)))

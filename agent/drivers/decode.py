@@ -79,11 +79,11 @@ class _Unpack:
     value: struct.Struct
     unsigned: struct.Struct | None  # for the "not available" sentinels, in value order
     is_float: bool
-    name: str = ""
-    end: int = 0  # offset + words
-    at: int = 0  # byte offset in the answer
-    f32: bool = False  # a float32: shown as the shortest decimal that is the same float32
-    scaled: bool = False  # scale or offset to apply
+    name: str
+    end: int  # offset + words
+    at: int  # byte offset in the answer
+    f32: bool  # a float32: shown as the shortest decimal that is the same float32
+    scaled: bool  # scale or offset to apply
 
 
 class BlockDecoder:
@@ -152,9 +152,9 @@ def _compile(spec: PointSpec, offset: int) -> _Unpack | None:
     else:
         return None
     unsigned = _struct(endian + _UNSIGNED_CODES[spec.words]) if spec.na else None
-    return _Unpack(spec, offset, _struct(endian + code), unsigned, spec.type in (DataType.F32, DataType.F64),
-                   spec.name, offset + spec.words, 2 * offset, spec.type is DataType.F32,
-                   spec.scale != 1.0 or spec.offset != 0.0)
+    return _Unpack(spec, offset, _struct(endian + code), unsigned, is_float=spec.type in (DataType.F32, DataType.F64),
+                   name=spec.name, end=offset + spec.words, at=2 * offset, f32=spec.type is DataType.F32,
+                   scaled=spec.scale != 1.0 or spec.offset != 0.0)
 
 
 def scale(spec: PointSpec, raw: float | int, factor: float = 1.0) -> float | int:
